@@ -1,0 +1,20 @@
+"""One-line errors for bad input: no traceback, a non-zero exit, the file or flag named."""
+
+import sys
+from typing import Callable
+
+
+class UserError(Exception):
+    """Bad input from the user (a flag, a file, a config). The message names what is wrong."""
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    """Run a command's main(); turn UserError into `error: ...` on stderr and exit code 2."""
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
