@@ -1,6 +1,5 @@
 """Shared fixtures. Real data comes from one data root ($BERT_DATA_ROOT, default ../shared/data)."""
 
-import os
 import sys
 from pathlib import Path
 
@@ -13,8 +12,9 @@ import torch  # noqa: E402
 
 from utils.paths import data_root as _data_root  # noqa: E402
 
-# Two cores: keep each test process from oversubscribing them.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One intra-op thread per test process: tiny models gain nothing from more, and subprocess tests
+# (torchrun ranks, killed runs) would otherwise spin-wait on each other's cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +23,113 @@ def data_root() -> Path:
     if not (root / "corpus" / "gutenberg").is_dir():
         pytest.fail(f"real data not found under {root}: set BERT_DATA_ROOT to the shared data folder")
     return root
+
+
+# ---- model helper: single-threaded torch for tiny-model tests ----
+# With other processes on the 2 cores, 2 intra-op threads made tiny forward/backward passes up to
+# 100x slower (threads spin-waiting on each other); one thread is faster for hidden-64 models.
+@pytest.fixture
+def single_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ---- data fixtures (owned by the data helper) -------------------------------------------------------
+# A handful of real Gutenberg books (~1.9 MB, ~450k tokens): small enough to train a tokenizer and
+# preprocess once per test session in a few seconds.
+FIXTURE_BOOKS = [
+    "Carroll__Alice_s_Adventures_in_Wonderland.txt",
+    "Carroll__Through_the_Looking_Glass.txt",
+    "Dickens__A_Christmas_Carol.txt",
+    "Stevenson__The_Strange_Case_of_Dr_Jekyll_and_Mr_Hyde.txt",
+    "London__The_Call_of_the_Wild.txt",
+    "Barrie__Peter_Pan.txt",
+    "Doyle__The_Sign_of_the_Four.txt",
+    "Wells__The_Invisible_Man_A_Grotesque_Romance.txt",
+]
+
+
+@pytest.fixture(scope="session")
+def fixture_books(data_root) -> list[Path]:
+    return [data_root / "corpus" / "gutenberg" / "train" / name for name in FIXTURE_BOOKS]
+
+
+@pytest.fixture(scope="session")
+def tokenizer_path(fixture_books, tmp_path_factory) -> Path:
+    """An uncased BERT WordPiece tokenizer, vocabulary 4096, trained on the fixture books."""
+    from data.cleaning import clean_documents, read_text
+    from data.tokenization import save_tokenizer, train_tokenizer
+
+    texts = [p for f in fixture_books for doc in clean_documents(read_text(f)[0]) for p in doc]
+    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
+    save_tokenizer(train_tokenizer(texts, vocab_size=4096, min_frequency=2, lowercase=True), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def processed_corpus(fixture_books, tokenizer_path, tmp_path_factory) -> Path:
+    """The fixture books preprocessed with `tokenizer_path`, 5% of documents held out (has meta.json)."""
+    from data.preprocess import main as preprocess
+
+    out = tmp_path_factory.mktemp("corpus") / "processed"
+    args = ["--input_path", *map(str, fixture_books), "--vocab_path", str(tokenizer_path)]
+    preprocess(
+        [*args, "--output_dir", str(out), "--validation_fraction", "0.05", "--seed", "0", "--workers", "1"]
+    )
+    return out
+
+
+# ---- end of data fixtures ---------------------------------------------------------------------------
+
+
+# ---- fine-tuning helper: a small pretrained model (reusable, e.g. by the zoo tests) -----------------
+@pytest.fixture(scope="session")
+def pretrained_tiny(processed_corpus, tokenizer_path, tmp_path_factory) -> Path:
+    """configs/tiny.json (bert, hidden 64, 2 layers, 128 positions, NSP) pretrained with train_pretrain.py
+    for 150 steps (batch 16, length 128) on the fixture books; the checkpoints/step_150 folder."""
+    import train_pretrain
+
+    out = tmp_path_factory.mktemp("pretrained_tiny")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models run fastest single-threaded on the shared cores
+    try:
+        train_pretrain.main(
+            [
+                "--config_file",
+                str(REPO_ROOT / "configs" / "tiny.json"),
+                "--input_path",
+                str(processed_corpus),
+                "--vocab_path",
+                str(tokenizer_path),
+                "--output_dir",
+                str(out),
+                "--seq_length",
+                "128",
+                "--batch_size",
+                "16",
+                "--max_steps",
+                "150",
+                "--learning_rate",
+                "2e-3",
+                "--warmup_steps",
+                "10",
+                "--save_every",
+                "0",
+                "--log_freq",
+                "50",
+                "--device",
+                "cpu",
+                "--mixed_precision",
+                "no",
+                "--seed",
+                "0",
+            ]  # fmt: skip
+        )
+    finally:
+        torch.set_num_threads(n)
+    return out / "checkpoints" / "step_150"
+
+
+# ---- end of fine-tuning helper ----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """One-line errors for bad input: no traceback, a non-zero exit, the file or flag named."""
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 class UserError(Exception):

@@ -1,0 +1,1 @@
+"""Data: tokenizers, corpus cleaning and preprocessing, pretraining instances, masking and loading."""

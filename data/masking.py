@@ -1,0 +1,198 @@
+"""Masking strategies for masked language modelling: subword (BERT), whole-word, span (ELC-BERT).
+
+A strategy masks a batch of sequences [b,S] from a block of uniforms per sequence, u [b,K] (drawn from
+that instance's own random stream, so a mask is a pure function of (data seed, epoch, instance)).
+Predictions per sequence: mask_p times its maskable (non-special) tokens, rounded stochastically
+(unbiased), capped at max_predictions. A chosen position becomes [MASK] with probability
+1 - random_p - keep_p, a random non-special token with probability random_p, and stays itself
+otherwise; special tokens are never chosen nor drawn as replacements.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from utils.errors import UserError
+
+
+@dataclass(frozen=True)
+class VocabInfo:
+    """What masking needs to know about the vocabulary: built once per corpus from its tokenizer."""
+
+    mask_id: int
+    special: np.ndarray  # [vocab] bool: never masked, never a random replacement
+    word_start: np.ndarray  # [vocab] bool: the token begins a word (not a "##" piece)
+    replacement_ids: np.ndarray  # [n] the non-special ids random replacements are drawn from
+
+
+class MaskingStrategy:
+    """Subclasses choose positions in `select`; the 80/10/10 decision is shared by positions of a unit."""
+
+    name = "base"
+
+    def __init__(self, mask_p: float = 0.15, random_p: float = 0.1, keep_p: float = 0.1):
+        if not 0 < mask_p < 1:
+            raise UserError(f"--mask_p {mask_p} must be in (0, 1)")
+        if random_p < 0 or keep_p < 0 or random_p + keep_p > 1:
+            raise UserError(f"random_p {random_p} and keep_p {keep_p} must be >= 0 and sum to at most 1")
+        self.mask_p, self.random_p, self.keep_p = mask_p, random_p, keep_p
+
+    def __repr__(self):
+        return f"{type(self).__name__}(mask_p={self.mask_p}, random_p={self.random_p}, keep_p={self.keep_p})"
+
+    def n_units(self, seq_length: int) -> int:
+        return seq_length
+
+    def n_uniforms(self, seq_length: int) -> int:
+        """Uniforms per sequence: rounding, selection keys [S], unit decisions [U], replacements [S]."""
+        return 1 + 2 * seq_length + self.n_units(seq_length) + self.extra_uniforms()
+
+    def extra_uniforms(self) -> int:
+        return 0
+
+    def select(self, maskable, word_start, n_target, keys, extra) -> tuple[np.ndarray, np.ndarray]:
+        """maskable, word_start [b,S] bool, n_target [b], keys [b,S] -> (selected [b,S] bool, unit [b,S])."""
+        raise NotImplementedError
+
+    def __call__(self, tokens: np.ndarray, vocab: VocabInfo, u: np.ndarray, max_predictions: int):
+        """tokens [b,S], u [b,K] -> inputs [b,S], positions [b,P] (pad 0), labels [b,P] (pad -100)."""
+        b, S = tokens.shape
+        P, U = max_predictions, self.n_units(S)
+        keys, decide, replace = u[:, 1 : 1 + S], u[:, 1 + S : 1 + S + U], u[:, 1 + S + U : 1 + 2 * S + U]
+        maskable = ~vocab.special[tokens]
+        n_target = np.minimum(np.floor(maskable.sum(1) * self.mask_p + u[:, 0]).astype(np.int64), P)
+        selected, unit = self.select(
+            maskable, vocab.word_start[tokens], n_target, keys, u[:, 1 + 2 * S + U :]
+        )
+        d = np.take_along_axis(decide, unit, axis=1)  # [b,S] one draw per unit
+        to_mask = selected & (d < 1.0 - self.random_p - self.keep_p)
+        to_random = selected & ~to_mask & (d < 1.0 - self.keep_p)
+        n_repl = len(vocab.replacement_ids)
+        random_ids = vocab.replacement_ids[np.minimum((replace * n_repl).astype(np.int64), n_repl - 1)]
+        inputs = np.where(to_mask, vocab.mask_id, np.where(to_random, random_ids, tokens))
+        # selected positions first, in order (stable sort of "not selected"), then padding
+        order = np.argsort(~selected, axis=1, kind="stable")[:, :P]
+        valid = np.arange(P)[None, :] < selected.sum(1)[:, None]
+        positions = np.where(valid, order, 0)
+        labels = np.where(valid, np.take_along_axis(tokens, order, axis=1), -100)
+        return inputs, positions, labels
+
+
+class SubwordMasking(MaskingStrategy):
+    """BERT: n_target tokens uniformly among the maskable ones (smallest keys), decided token by token."""
+
+    name = "subword"
+
+    def select(self, maskable, word_start, n_target, keys, extra):
+        b, S = maskable.shape
+        order = np.argsort(np.where(maskable, keys, 2.0), axis=1)  # [b,S] maskable first, random order
+        selected = np.zeros((b, S), dtype=bool)
+        np.put_along_axis(selected, order, np.arange(S)[None, :] < n_target[:, None], axis=1)
+        return selected, np.broadcast_to(np.arange(S), (b, S))
+
+
+class WholeWordMasking(MaskingStrategy):
+    """BERT's whole-word masking: words (a word-start token and its continuation pieces) in random
+    order, each taken whole if it still fits in n_target (else skipped); 80/10/10 per token as BERT."""
+
+    name = "whole_word"
+
+    def select(self, maskable, word_start, n_target, keys, extra):
+        b, S = maskable.shape
+        # a word starts at a word-start token, or at a maskable token right after a special one, and
+        # ends before the next word start or special token
+        prev = np.concatenate([np.zeros((b, 1), dtype=bool), maskable[:, :-1]], axis=1)
+        is_start = maskable & (word_start | ~prev)
+        # all words of the batch at once: row, start, end (the next boundary, or S)
+        bounds = np.concatenate([is_start | ~maskable, np.ones((b, 1), dtype=bool)], axis=1).ravel()
+        flat_start = np.flatnonzero(np.concatenate([is_start, np.zeros((b, 1), dtype=bool)], axis=1).ravel())
+        flat_bounds = np.flatnonzero(bounds)
+        flat_end = flat_bounds[np.searchsorted(flat_bounds, flat_start, side="right")]
+        rows, starts = np.divmod(flat_start, S + 1)
+        lengths = flat_end - flat_start
+        order = np.lexsort((keys[rows, starts], rows))  # words in random order within each row
+        chosen, row_first = [], np.searchsorted(rows[order], np.arange(b + 1)).tolist()
+        order_list, length_list, targets = order.tolist(), lengths.tolist(), n_target.tolist()
+        for row in range(b):
+            total, target = 0, targets[row]
+            for w in order_list[row_first[row] : row_first[row + 1]]:
+                if total + length_list[w] <= target:
+                    chosen.append(w)
+                    total += length_list[w]
+                    if total == target:
+                        break
+        chosen = np.array(chosen, dtype=np.int64)
+        selected = np.zeros((b, S), dtype=bool)
+        # mark each chosen word's tokens: start + 0, 1, ..., length - 1
+        n = lengths[chosen]
+        cols = np.repeat(starts[chosen] - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+        selected[np.repeat(rows[chosen], n), cols] = True
+        return selected, np.broadcast_to(np.arange(S), (b, S))
+
+
+class SpanMasking(MaskingStrategy):
+    """ELC-BERT's span masking (ltgoslo/elc-bert): span length = Geometric(p) mod max_span, p = 1/3,
+    max_span = 10 (a length 0 draw masks nothing), start uniform in [-(len-1), L + len); spans are
+    drawn until n_target tokens are covered (at most max_tries draws); 80/10/10 decided per span.
+    Unlike ELC-BERT the last span is cut so that exactly n_target tokens are masked."""
+
+    name = "span"
+
+    def __init__(self, mask_p=0.15, random_p=0.1, keep_p=0.1, p: float = 1 / 3, max_span: int = 10):
+        super().__init__(mask_p, random_p, keep_p)
+        if not 0 < p < 1 or max_span < 2:
+            raise UserError(f"span masking needs 0 < p < 1 (got {p}) and max_span >= 2 (got {max_span})")
+        self.p, self.max_span, self.max_tries = p, max_span, 100
+
+    def n_units(self, seq_length):
+        return max(seq_length, self.max_tries)
+
+    def extra_uniforms(self):
+        return 2 * self.max_tries  # a length and a start per span draw
+
+    def span_length_pmf(self) -> np.ndarray:
+        """[max_span] probability of each drawn length 0..max_span-1 (Geometric(p) folded mod max_span)."""
+        k = np.arange(1, 200 * self.max_span)
+        return np.bincount(
+            k % self.max_span, weights=(1 - self.p) ** (k - 1) * self.p, minlength=self.max_span
+        )
+
+    def span_lengths(self, u: np.ndarray) -> np.ndarray:
+        """Uniforms in [0, 1) -> span lengths: inverse CDF of Geometric(p) on 1, 2, ..., mod max_span."""
+        geometric = np.floor(np.log1p(-u) / np.log1p(-self.p)).astype(np.int64) + 1
+        return geometric % self.max_span
+
+    def select(self, maskable, word_start, n_target, keys, extra):
+        b, S = maskable.shape
+        tries = self.max_tries
+        lengths = self.span_lengths(extra[:, :tries])  # [b,T]
+        n = maskable.shape[1]
+        offsets = np.floor(extra[:, tries:] * (n + 2 * lengths - 1)).astype(np.int64) - (lengths - 1)
+        lo, hi = np.maximum(offsets, 0), np.minimum(n - 1, offsets + lengths)  # (ELC-BERT's upper bound)
+        lo, hi, targets = lo.tolist(), hi.tolist(), n_target.tolist()
+        rows, cols, units = [], [], []
+        for row, free in enumerate(maskable.tolist()):  # plain lists: spans cover few tokens each
+            total, target = 0, targets[row]
+            for t in range(tries):
+                if total >= target:
+                    break
+                for col in range(lo[row][t], hi[row][t]):
+                    if free[col] and total < target:
+                        free[col] = False
+                        rows.append(row), cols.append(col), units.append(t)
+                        total += 1
+        selected = np.zeros((b, S), dtype=bool)
+        unit = np.zeros((b, S), dtype=np.int64)
+        selected[rows, cols] = True
+        unit[rows, cols] = units
+        return selected, unit
+
+
+STRATEGIES = {cls.name: cls for cls in (SubwordMasking, WholeWordMasking, SpanMasking)}
+
+
+def build_masking(name: str, mask_p: float = 0.15, random_p: float = 0.1, keep_p: float = 0.1):
+    """A strategy by name ("subword", "whole_word", "span"), e.g. from a --masking flag."""
+    if name not in STRATEGIES:
+        raise UserError(f"--masking {name!r} must be one of {', '.join(STRATEGIES)}")
+    return STRATEGIES[name](mask_p=mask_p, random_p=random_p, keep_p=keep_p)

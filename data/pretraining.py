@@ -1,0 +1,258 @@
+"""Pretraining instances and batches from a processed corpus, reproducible from (data seed, step).
+
+Layout (fixed per data seed, so every epoch has the same number of instances): each document is cut
+into chunks of whole sentences, BERT-style: sentences are added until the chunk holds its target
+length, which is the maximum (seq_length - 3 with NSP, seq_length - 2 without) or, with probability
+short_p, uniform in [2, maximum]. With NSP a chunk has at least two sentences where the document has
+them (a lone last sentence joins the chunk before it).
+
+Instance i in epoch e is a pure function of the Generator seeded with (data_seed, e, i) (e = 0 for
+static masking, as MultiBERTs/EarlyBERTs, so an instance is the same every epoch):
+  NSP    [CLS] A [SEP] B [SEP]: A = the chunk's first 1..n-1 sentences; B = the rest (label 0, IsNext)
+         or, half of the time, sentences from a random other document filling the target (label 1);
+         the pair is cut to seq_length - 3 like BERT's truncate_seq_pair.
+  no-NSP [CLS] chunk [SEP], cut to its target (ELC-BERT / RoBERTa full-sentences).
+Order: epoch e visits the instances in a permutation seeded with (data_seed, e). Global batch k is
+instances [k*G, (k+1)*G) of that order; rank r takes slice r of W, and accumulation micro-step m
+slice m of A of the rank's share, so (W ranks, accumulation A) see the same tokens at every step for
+any W*A, and one process with accumulation 2 sees what two ranks see, concatenated.
+"""
+
+import math
+import threading
+
+import numpy as np
+import torch
+
+from data.corpus import ProcessedCorpus, check_tokenizer_matches
+from data.masking import MaskingStrategy, VocabInfo
+from data.tokenization import all_special_ids, word_start_table
+from utils.errors import UserError
+
+# first word of every SeedSequence: keeps the random streams of different uses apart
+LAYOUT_STREAM, ORDER_STREAM, INSTANCE_STREAM = 0x1A70, 0x0DE5, 0x1E57
+PAIR_UNIFORMS = 6  # A/B split, IsNext coin, random document, its first sentence, front cuts of A and B
+PREDICTION_SLACK = 2  # extra [b,P] slots beyond ceil(seq_length * mask_p): shapes stay fixed
+
+
+def truncate_pair(len_a, len_b, max_tokens: int):
+    """Lengths after BERT's truncate_seq_pair, which drops one token at a time from the longer side (B
+    on ties) until the pair fits; vectorised over arrays of lengths."""
+    len_a, len_b = np.asarray(len_a), np.asarray(len_b)
+    excess = len_a + len_b - max_tokens
+    diff = np.abs(len_a - len_b)
+    rest = excess - diff  # once equal, B and A take turns, B first
+    shorter = np.minimum(len_a, len_b)
+    even_a, even_b = shorter - rest // 2, shorter - (rest + 1) // 2
+    new_a = np.where(excess <= 0, len_a, np.where(diff >= excess, len_a - excess * (len_a > len_b), even_a))
+    new_b = np.where(excess <= 0, len_b, np.where(diff >= excess, len_b - excess * (len_a <= len_b), even_b))
+    return new_a, new_b
+
+
+class PretrainingData:
+    def __init__(
+        self,
+        corpus_dir,
+        seq_length: int,
+        nsp: bool,
+        masking: MaskingStrategy,
+        static_masking: bool,
+        data_seed: int,
+        short_p: float = 0.1,
+        max_predictions: int | None = None,
+        split: str = "train",
+        vocab_path=None,
+    ):
+        if vocab_path is not None:
+            check_tokenizer_matches(corpus_dir, vocab_path)
+        if data_seed < 0:
+            raise UserError(f"data seed {data_seed} must be >= 0")
+        if not 0 <= short_p <= 1:
+            raise UserError(f"--short_p {short_p} must be in [0, 1]")
+        if seq_length < 8:
+            raise UserError(f"--seq_length {seq_length} is too short (at least 8)")
+        self.corpus = ProcessedCorpus(corpus_dir, split)
+        self.seq_length, self.nsp, self.masking = seq_length, nsp, masking
+        self.static_masking, self.data_seed, self.short_p = static_masking, data_seed, short_p
+        self.max_tokens = seq_length - (3 if nsp else 2)
+        self.max_predictions = max_predictions or math.ceil(seq_length * masking.mask_p) + PREDICTION_SLACK
+        if nsp and self.corpus.n_documents < 2:
+            raise UserError(
+                f"{corpus_dir} ({split}) has {self.corpus.n_documents} document(s); NSP needs two"
+            )
+        tokenizer = self.corpus.tokenizer()
+        special = np.zeros(self.corpus.vocab_size, dtype=bool)
+        special[all_special_ids(tokenizer)] = True
+        self.ids = self.corpus.special_ids
+        self.vocab = VocabInfo(self.ids.mask, special, word_start_table(tokenizer), np.flatnonzero(~special))
+        self.offsets = self.corpus.sentence_offsets  # [n_sent + 1] token offset of each sentence
+        self.chunks, self.targets = self._layout()
+        if len(self.chunks) == 0:
+            raise UserError(f"{corpus_dir} ({split}) has no text to make instances from")
+        self._order_cache = (None, None)
+        self._local = threading.local()  # one reusable Philox per thread (the loader builds in its own)
+
+    def _layout(self) -> tuple[np.ndarray, np.ndarray]:
+        """-> chunks [n, 3] (document, first sentence, end sentence), targets [n] token counts."""
+        rng = self._rng(LAYOUT_STREAM, self.data_seed)
+        n_sent = self.corpus.n_sentences
+        short = rng.random(n_sent) < self.short_p  # one draw per possible chunk (at most one per sentence)
+        targets = np.where(short, rng.integers(2, self.max_tokens + 1, size=n_sent), self.max_tokens)
+        doc_bounds, offsets = self.corpus.document_offsets, self.offsets
+        chunks, chunk_targets, j = [], [], 0
+        for doc in range(self.corpus.n_documents):
+            s, doc_end, first = int(doc_bounds[doc]), int(doc_bounds[doc + 1]), len(chunks)
+            while s < doc_end:
+                target = int(targets[j])
+                e = int(np.searchsorted(offsets, offsets[s] + target, side="left"))  # first e holding target
+                e = min(max(e, s + (2 if self.nsp else 1)), doc_end)
+                if self.nsp and e - s == 1 and len(chunks) > first:
+                    chunks[-1][2] = e  # a lone last sentence joins the chunk before
+                else:
+                    chunks.append([doc, s, e])
+                    chunk_targets.append(target)
+                    j += 1
+                # without NSP the sentence cut off at the end of a full chunk starts the next (ELC-BERT)
+                cut = offsets[e] - offsets[s] > target
+                s = e - 1 if (not self.nsp and cut and e - s > 1) else e
+        return np.array(chunks, dtype=np.int64).reshape(-1, 3), np.array(chunk_targets, dtype=np.int64)
+
+    @staticmethod
+    def _rng(*words) -> np.random.Generator:
+        return np.random.Generator(np.random.Philox(np.random.SeedSequence([int(w) for w in words])))
+
+    def instance_rng(self, index: int, epoch: int) -> np.random.Generator:
+        """The random stream of one instance: Philox keyed by SeedSequence((stream, data seed, epoch)),
+        started at counter `index`. Counter-based streams are independent, so this is the same as a
+        generator seeded with (data seed, epoch, index), but reusing one generator is ten times faster."""
+        local = self._local
+        if getattr(local, "epoch", None) != epoch:
+            seq = np.random.SeedSequence([INSTANCE_STREAM, self.data_seed, epoch])
+            local.key, local.epoch = seq.generate_state(2, np.uint64), epoch
+            local.bitgen = np.random.Philox(key=local.key)
+            local.generator = np.random.Generator(local.bitgen)
+        local.bitgen.state = {
+            "bit_generator": "Philox",
+            "state": {"counter": np.array([0, 0, index, 0], dtype=np.uint64), "key": local.key},
+            "buffer": np.zeros(4, dtype=np.uint64),
+            "buffer_pos": 4,
+            "has_uint32": 0,
+            "uinteger": 0,
+        }
+        return local.generator
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def steps_per_epoch(self, global_batch_size: int) -> int:
+        steps = len(self) // global_batch_size
+        if steps == 0:
+            raise UserError(
+                f"global batch size {global_batch_size} exceeds the {len(self)} instances of "
+                f"{self.corpus.dir} ({self.corpus.split})"
+            )
+        return steps
+
+    def order(self, epoch: int) -> np.ndarray:
+        """[n] the instance indices in the order epoch `epoch` visits them."""
+        if self._order_cache[0] != epoch:
+            self._order_cache = (epoch, self._rng(ORDER_STREAM, self.data_seed, epoch).permutation(len(self)))
+        return self._order_cache[1]
+
+    def build(self, indices: np.ndarray, epoch: int) -> dict:
+        """Unmasked instances [b,S] (vectorised over the batch) with where their tokens came from."""
+        b, S, off, ids = len(indices), self.seq_length, self.offsets, self.ids
+        n_pair = PAIR_UNIFORMS if self.nsp else 0
+        u = np.empty((b, n_pair + self.masking.n_uniforms(S)))
+        for row, index in enumerate(indices):  # each instance's own stream: the only per-row Python
+            u[row] = self.instance_rng(int(index), 0 if self.static_masking else epoch).random(u.shape[1])
+        doc, s, e = self.chunks[indices].T
+        target = self.targets[indices]
+        if self.nsp:
+            n = e - s
+            a_end = np.where(n > 1, s + 1 + np.floor(u[:, 0] * (n - 1)).astype(np.int64), e)
+            is_random = (n == 1) | (u[:, 1] < 0.5)
+            # a random next: another document, from a random sentence on, as much as fills the target
+            docs = self.corpus.document_offsets
+            r_doc = np.floor(u[:, 2] * (self.corpus.n_documents - 1)).astype(np.int64)
+            r_doc += r_doc >= doc
+            r_s = docs[r_doc] + np.floor(u[:, 3] * (docs[r_doc + 1] - docs[r_doc])).astype(np.int64)
+            want = np.maximum(1, target - (off[a_end] - off[s]))
+            r_e = np.clip(np.searchsorted(off, off[r_s] + want, side="left"), r_s + 1, docs[r_doc + 1])
+            b_doc, b_s, b_e = (np.where(is_random, x, y) for x, y in ((r_doc, doc), (r_s, a_end), (r_e, e)))
+            full_a, full_b = off[a_end] - off[s], off[b_e] - off[b_s]
+            len_a, len_b = truncate_pair(full_a, full_b, self.max_tokens)
+            # dropped tokens are split between front and back at random (BERT: a coin per token)
+            a_start = off[s] + np.floor(u[:, 4] * (full_a - len_a + 1)).astype(np.int64)
+            b_start = off[b_s] + np.floor(u[:, 5] * (full_b - len_b + 1)).astype(np.int64)
+        else:
+            a_end, len_a, a_start = e, np.minimum(off[e] - off[s], target), off[s]
+            len_b = b_start = np.zeros(b, dtype=np.int64)
+        j = np.arange(S)[None, :]
+        la, lb = len_a[:, None], len_b[:, None]
+        in_a, in_b = (j >= 1) & (j <= la), (j >= la + 2) & (j < la + 2 + lb)
+        src = np.where(in_a, a_start[:, None] + j - 1, np.where(in_b, b_start[:, None] + j - la - 2, 0))
+        tokens = np.where(in_a | in_b, self.corpus.tokens[src], ids.pad).astype(np.int64)
+        tokens[:, 0] = ids.cls
+        length = len_a + 2 + (len_b + 1 if self.nsp else 0)
+        tokens[j == la + 1] = ids.sep
+        if self.nsp:
+            tokens[j == la + 2 + lb] = ids.sep
+        out = {
+            "tokens": tokens,  # [b,S]
+            "token_types": ((j >= la + 2) & (j < length[:, None])).astype(np.int64),
+            "length": length,
+            "document": doc,
+            "a_sentences": np.stack([s, a_end], 1),
+            "a_start": a_start,
+            "a_length": len_a,
+            "target": target,
+            "mask_uniforms": u[:, n_pair:],
+        }
+        if self.nsp:
+            out.update(
+                is_random_next=is_random,
+                b_document=b_doc,
+                b_sentences=np.stack([b_s, b_e], 1),
+                b_start=b_start,
+                b_length=len_b,
+            )
+        return out
+
+    def instance_indices(self, step, global_batch_size, rank=0, world_size=1, micro_step=0, accumulation=1):
+        """[b] the instances of micro-batch (rank, micro_step) of global batch `step`."""
+        if global_batch_size % (world_size * accumulation):
+            raise UserError(
+                f"global batch size {global_batch_size} is not divisible by world size {world_size} x "
+                f"gradient accumulation {accumulation}"
+            )
+        if not (0 <= rank < world_size and 0 <= micro_step < accumulation):
+            raise ValueError(f"rank {rank}/{world_size}, micro-step {micro_step}/{accumulation} out of range")
+        steps = self.steps_per_epoch(global_batch_size)
+        epoch, k = divmod(step, steps)
+        b = global_batch_size // (world_size * accumulation)
+        first = k * global_batch_size + (rank * accumulation + micro_step) * b
+        return epoch, self.order(epoch)[first : first + b]
+
+    def batch(self, step, global_batch_size, rank=0, world_size=1, micro_step=0, accumulation=1) -> dict:
+        """Fixed-shape tensors of one micro-batch: input_ids, token_type_ids, attention_mask [b,S],
+        masked_positions, masked_labels [b,P] (padding: position 0, label -100), nsp_labels [b]."""
+        epoch, indices = self.instance_indices(
+            step, global_batch_size, rank, world_size, micro_step, accumulation
+        )
+        inst = self.build(indices, epoch)
+        input_ids, positions, labels = self.masking(
+            inst["tokens"], self.vocab, inst["mask_uniforms"], self.max_predictions
+        )
+        out = {
+            "input_ids": input_ids,
+            "token_type_ids": inst["token_types"],
+            "attention_mask": (np.arange(self.seq_length)[None, :] < inst["length"][:, None]).astype(
+                np.int64
+            ),
+            "masked_positions": positions,
+            "masked_labels": labels,
+        }
+        if self.nsp:
+            out["nsp_labels"] = inst["is_random_next"].astype(np.int64)  # 0: B follows A, 1: B is random
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}

@@ -1,0 +1,119 @@
+"""Model configuration: one dataclass, read from and written to JSON. Every knob of the model is a field."""
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from utils.errors import UserError
+
+BACKBONES = ("bert", "ltg")
+LAYER_WEIGHTINGS = ("none", "base", "zero", "normalized", "weighted_output")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "bert"  # "bert": Devlin et al. 2019; "ltg": LTG-BERT (relative positions, GEGLU)
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2  # token-type (segment) embeddings; 0 for ltg
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02  # bert only; ltg uses std sqrt(2 / (5 * hidden))
+    position_bucket_size: int = 32  # ltg relative positions: exact within +-bucket/2, log-bucketed beyond
+    layer_weighting: str = "none"  # ELC-BERT layer mixing: none | base | zero | normalized | weighted_output
+    next_sentence_prediction: bool = True
+    pad_vocab_to_multiple_of: int = 1  # pad embedding rows (e.g. 64) for faster matmuls; 1 = no padding
+    pad_token_id: int = 0
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self, source: str = "config") -> None:
+        def bad(key, why):
+            raise UserError(f"{source}: {key}={getattr(self, key)!r} {why}")
+
+        if self.backbone not in BACKBONES:
+            bad("backbone", f"is not one of {', '.join(BACKBONES)}")
+        if self.layer_weighting not in LAYER_WEIGHTINGS:
+            bad("layer_weighting", f"is not one of {', '.join(LAYER_WEIGHTINGS)}")
+        for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                bad(key, "must be a positive integer")
+        for key in ("intermediate_size", "max_position_embeddings", "pad_vocab_to_multiple_of"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                bad(key, "must be a positive integer")
+        if self.hidden_size % self.num_attention_heads:
+            bad("hidden_size", f"is not a multiple of num_attention_heads={self.num_attention_heads}")
+        if self.backbone == "ltg" and self.type_vocab_size != 0:
+            bad("type_vocab_size", "must be 0 for the ltg backbone (it has no token-type embedding)")
+        if self.backbone == "bert" and self.type_vocab_size < 1 and self.next_sentence_prediction:
+            bad("type_vocab_size", "must be >= 1 when next_sentence_prediction is on")
+        if self.position_bucket_size < 2 or self.position_bucket_size % 2:
+            bad("position_bucket_size", "must be an even number >= 2")
+        if self.backbone == "ltg" and self.max_position_embeddings <= self.position_bucket_size // 2 + 1:
+            bad("max_position_embeddings", "must exceed position_bucket_size / 2 + 1")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            bad("pad_token_id", f"must lie in [0, vocab_size={self.vocab_size})")
+
+    @property
+    def padded_vocab_size(self) -> int:
+        m = self.pad_vocab_to_multiple_of
+        return (self.vocab_size + m - 1) // m * m
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "ModelConfig":
+        """Every field must be present and no other key: a misspelt key is an error, not a silent default."""
+        if not isinstance(d, dict):
+            raise UserError(f"{source}: expected a JSON object")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise UserError(f"{source}: unknown key {unknown[0]!r} (known keys: {', '.join(fields)})")
+        missing = [name for name in fields if name not in d]
+        if missing:
+            raise UserError(f"{source}: missing key {missing[0]!r}")
+        for name, value in d.items():
+            kind = fields[name].type
+            want = (int, float) if kind is float else kind
+            if isinstance(value, bool) != (kind is bool) or not isinstance(value, want):
+                raise UserError(f"{source}: key {name!r} must be {kind.__name__}, got {value!r}")
+        config = cls.__new__(cls)
+        for name, value in d.items():
+            setattr(config, name, float(value) if fields[name].type is float else value)
+        config.validate(source)
+        return config
+
+    @classmethod
+    def from_json(cls, path) -> "ModelConfig":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"config file not found: {path}") from None
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: not valid JSON ({err})") from None
+        return cls.from_dict(d, source=str(path))
+
+    def to_json(self, path) -> None:
+        """Atomic: write a temporary file beside the target, then rename."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)

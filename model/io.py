@@ -1,0 +1,74 @@
+"""Save and load our checkpoints: a folder with model.safetensors + config.json, nothing else needed."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from model.config import ModelConfig
+from model.pretraining import PreTrainingModel
+from utils.errors import UserError
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def save_model(model: nn.Module, directory) -> None:
+    """Write model.safetensors and config.json into directory (created if needed), each atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"format": "pt"})
+        os.replace(tmp, directory / WEIGHTS_NAME)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    model.config.to_json(directory / CONFIG_NAME)
+
+
+def read_safetensors(path, device="cpu") -> dict[str, torch.Tensor]:
+    """Load a safetensors file (never runs code); a missing or corrupt file is a UserError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}")
+    try:
+        return load_file(path, device=str(device))
+    except (SafetensorError, OSError) as err:
+        raise UserError(f"{path}: cannot read safetensors weights ({err})") from None
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Strict load that reports the first missing, unexpected or misshapen key in one line."""
+    own = model.state_dict()
+    for key, value in state.items():
+        if key not in own:
+            raise UserError(f"{source}: unexpected weight {key!r}")
+        if own[key].shape != value.shape:
+            want = list(own[key].shape)
+            raise UserError(
+                f"{source}: weight {key!r} has shape {list(value.shape)}, the config needs {want}"
+            )
+    missing = [key for key in own if key not in state]
+    if missing:
+        raise UserError(f"{source}: missing weight {missing[0]!r}")
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(directory, device="cpu") -> PreTrainingModel:
+    """Rebuild a PreTrainingModel from directory/config.json alone and load directory/model.safetensors."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"checkpoint folder not found: {directory}")
+    config = ModelConfig.from_json(directory / CONFIG_NAME)
+    state = read_safetensors(directory / WEIGHTS_NAME, device)
+    with torch.device(device):
+        model = PreTrainingModel(config)
+    load_state(model, state, str(directory / WEIGHTS_NAME))
+    return model
