@@ -1,0 +1,1 @@
+"""Training: the shared loop (loop.py), optimizers, schedules, precision, DDP, checkpoints, monitoring."""

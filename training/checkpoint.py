@@ -1,0 +1,231 @@
+"""Checkpoints: `OUTPUT_DIR/checkpoints/step_{N}/`, written atomically in a background thread.
+
+Each folder holds
+  model.safetensors, config.json   the weights and model config (model.io.save_model; loadable with
+                                   model.io.load_model(step_dir))
+  args.json                        the run's arguments
+  code_version.json                utils.repro.code_version(): git commit and dirty flag
+  training_state.pt                optimizer, scheduler, GradScaler, step, tokens seen, skipped steps,
+                                   RNG states, sequence-length phase (torch.load(weights_only=True))
+  checkpoint.json                  {"step", "kept", "tokens_seen", ...}: a small summary
+Written under checkpoints/.tmp_step_{N}/ and renamed into place, so a crash mid-save never leaves a
+broken step_{N}. Kept checkpoints (from --checkpoint_steps) stay forever; rolling ones (every
+--save_every steps, for resuming) are pruned to the newest --keep_last.
+"""
+
+import json
+import os
+import random
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from utils.errors import UserError
+from utils.repro import code_version
+
+PRESETS = {
+    "earlyberts": [10, *range(100, 1001, 100), *range(2000, 20001, 1000), 40000],
+    "multiberts": [0, *range(20_000, 200_001, 20_000), *range(300_000, 2_000_001, 100_000)],
+}
+
+
+def parse_checkpoint_steps(spec: str, max_steps: int) -> list[int]:
+    """Steps whose checkpoints are kept, from a comma-separated list of items, each one of
+    `earlyberts` | `multiberts` | `log` (0, 1, 2, 4, ... below 1000, then every 1000) | `log:N`
+    (powers of two below N, then every N) | `N` | `START:STOP:STEP` (STOP included) | `none`.
+    Steps above max_steps are dropped; 0 means the initialisation."""
+    steps: set[int] = set()
+    for item in (s.strip() for s in spec.split(",")):
+        try:
+            if item in ("", "none"):
+                continue
+            if item in PRESETS:
+                steps.update(PRESETS[item])
+            elif item == "log" or item.startswith("log:"):
+                every = int(item[4:]) if item.startswith("log:") else 1000
+                if every <= 0:
+                    raise ValueError
+                steps.add(0)
+                steps.update(2**i for i in range(64) if 2**i < every)
+                steps.update(range(every, max_steps + 1, every))
+            elif ":" in item:
+                start, stop, step = (int(x) for x in item.split(":"))
+                if step <= 0:
+                    raise ValueError
+                steps.update(range(start, stop + 1, step))
+            else:
+                steps.add(int(item))
+        except ValueError:
+            raise UserError(
+                f"--checkpoint_steps: cannot read {item!r} (use earlyberts, multiberts, log, log:N, "
+                "N or START:STOP:STEP, separated by commas)"
+            ) from None
+    if any(s < 0 for s in steps):
+        raise UserError("--checkpoint_steps: steps must be >= 0")
+    return sorted(s for s in steps if s <= max_steps)
+
+
+def _to_cpu(obj):
+    """Deep copy with every tensor on the CPU (the live ones keep changing while the thread writes)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in state["python"]))
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np_state[1].numpy(), *np_state[2:]))
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fsync_dir_files(path: Path) -> None:
+    for f in path.iterdir():
+        with open(f, "rb+") as fh:
+            os.fsync(fh.fileno())
+
+
+def step_dir(output_dir: Path, step: int) -> Path:
+    return Path(output_dir) / "checkpoints" / f"step_{step}"
+
+
+class CheckpointWriter:
+    """Rank 0's checkpoint writer: state is copied to the CPU at once, written by one background thread.
+
+    save() waits for the previous write first (so at most one is in flight); call wait() before exit.
+    """
+
+    def __init__(self, output_dir: Path, keep_last: int = 2, prefix: str = "step", build=None):
+        self.root = Path(output_dir) / "checkpoints"
+        self.keep_last = keep_last
+        self.code_version = code_version()  # once per run: `git status` can take seconds
+        self.prefix = prefix  # folder names {prefix}_{N}; fine-tuning writes epoch_{E}
+        self.build = build  # makes the CPU twin (default type(model)(model.config); fine-tuning heads differ)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._shadow: nn.Module | None = None  # CPU copy of the model that the thread saves
+
+    def save(self, step: int, model: nn.Module, state: dict, args: dict, kept: bool, info: dict) -> None:
+        from model.io import save_model  # the model package lands separately; import at use
+
+        self.wait()
+        if self._shadow is None:
+            with torch.random.fork_rng(devices=[]):  # building it must not move the training RNG
+                self._shadow = (self.build() if self.build else type(model)(model.config)).to("cpu")
+        self._shadow.load_state_dict(model.state_dict())  # device -> host copy, the only stall
+        state = _to_cpu(state)
+        summary = {"step": step, "kept": kept, **info}
+
+        def write():
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                tmp = self.root / f".tmp_{self.prefix}_{step}"
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+                save_model(self._shadow, tmp)
+                torch.save(state, tmp / "training_state.pt")
+                (tmp / "args.json").write_text(json.dumps(args, indent=2, sort_keys=True))
+                (tmp / "code_version.json").write_text(json.dumps(self.code_version, indent=2))
+                (tmp / "checkpoint.json").write_text(json.dumps(summary, indent=2))
+                _fsync_dir_files(tmp)
+                final = self.root / f"{self.prefix}_{step}"
+                if final.exists():  # re-saving a step (after a resume): swap, never leave it missing
+                    old = self.root / f".old_{self.prefix}_{step}"
+                    shutil.rmtree(old, ignore_errors=True)
+                    final.rename(old)
+                    tmp.rename(final)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    tmp.rename(final)
+                self._prune()
+            except BaseException as err:  # reported by the next wait()
+                self._error = err
+
+        self._thread = threading.Thread(target=write, name=f"checkpoint-{step}", daemon=False)
+        self._thread.start()
+
+    def _prune(self) -> None:
+        rolling = []
+        for d in self.root.glob(f"{self.prefix}_*"):
+            summary = d / "checkpoint.json"
+            if summary.is_file() and not json.loads(summary.read_text()).get("kept", True):
+                rolling.append((int(d.name[len(self.prefix) + 1 :]), d))
+        for _, d in sorted(rolling)[: max(0, len(rolling) - self.keep_last)]:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise RuntimeError(f"writing a checkpoint failed: {err}") from err
+
+
+def list_checkpoints(output_dir: Path, prefix: str = "step") -> list[tuple[int, Path]]:
+    root = Path(output_dir) / "checkpoints"
+    found = []
+    for d in root.glob(f"{prefix}_*") if root.is_dir() else []:
+        n = d.name[len(prefix) + 1 :]
+        if n.isdigit() and (d / "training_state.pt").is_file():
+            found.append((int(n), d))
+    return sorted(found)
+
+
+def latest_checkpoint(output_dir: Path, prefix: str = "step") -> Path | None:
+    found = list_checkpoints(output_dir, prefix)
+    return found[-1][1] if found else None
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
+
+
+def load_checkpoint(path: Path, load=None) -> tuple[nn.Module, dict, dict]:
+    """(model on CPU, training state, saved args) from a step folder; UserError if anything is unreadable.
+    load(path) rebuilds the model (default model.io.load_model; fine-tuning passes its own)."""
+    from model.io import load_model
+
+    load = load or load_model
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"--checkpoint_path {path}: no such checkpoint folder")
+    for name in ("model.safetensors", "config.json", "training_state.pt", "args.json"):
+        if not (path / name).is_file():
+            raise UserError(f"checkpoint {path} is incomplete: {name} is missing")
+    try:
+        state = torch.load(path / "training_state.pt", map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"cannot read {path / 'training_state.pt'}: {_one_line(err)}") from None
+    try:
+        model = load(path)
+    except UserError:
+        raise
+    except Exception as err:
+        raise UserError(f"cannot read the model in {path}: {_one_line(err)}") from None
+    try:
+        args = json.loads((path / "args.json").read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read {path / 'args.json'}: {_one_line(err)}") from None
+    return model, state, args

@@ -1,0 +1,177 @@
+"""Optimizers: PyTorch's AdamW (fused on CUDA) and our LAMB; the weight-decay parameter groups.
+
+Parameter groups (both optimizers): `model.no_weight_decay()` names the parameters that get no weight
+decay -- biases, LayerNorm weights, ELC layer weights. Models without that method (e.g. a fine-tuning
+head around an encoder) fall back to: every parameter with fewer than 2 dimensions, plus ELC layer
+weights. With LAMB the no-decay group also gets no trust ratio (a plain Adam step), as in ELC-BERT's
+LAMB, where the ratio is only applied to groups with weight decay.
+"""
+
+import torch
+from torch import Tensor, nn
+
+from utils.errors import UserError
+
+OPTIMIZERS = ("adamw", "lamb")
+
+
+class Lamb(torch.optim.Optimizer):
+    """LAMB (You et al., 2019), written with torch._foreach_* ops.
+
+    Per parameter w with gradient g, at step t:
+        m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+        u = (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps) + weight_decay * w
+        r = ||w|| / ||u||  (1 when either norm is 0; clamped to max_trust_ratio when given;
+                            1 in groups with trust_ratio=False)
+        w = w - lr * r * u
+    Supports the GradScaler `found_inf` protocol (`_step_supports_amp_scaling`): when the loop sets
+    `self.found_inf` (a device scalar, 1 = skip), a flagged step leaves weights, moments and the step
+    count untouched without a host sync.
+    """
+
+    _step_supports_amp_scaling = True
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        trust_ratio: bool = True,
+        max_trust_ratio: float | None = None,
+    ):
+        if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"invalid LAMB hyper-parameters lr={lr} betas={betas} eps={eps}")
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            trust_ratio=trust_ratio,
+            max_trust_ratio=max_trust_ratio,
+        )
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        found_inf: Tensor | None = getattr(self, "found_inf", None)
+        grad_scale: Tensor | None = getattr(self, "grad_scale", None)
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                self._group_step(group, params, found_inf, grad_scale)
+        return loss
+
+    def _group_step(self, group: dict, params: list[Tensor], found_inf, grad_scale) -> None:
+        beta1, beta2 = group["betas"]
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        grads = [p.grad for p in params]
+        m = [self.state[p]["exp_avg"] for p in params]
+        v = [self.state[p]["exp_avg_sq"] for p in params]
+        steps = [self.state[p]["step"] for p in params]
+        if grad_scale is not None:
+            grads = torch._foreach_div(grads, grad_scale)
+        keep: float | Tensor = 1.0
+        if found_inf is not None:
+            keep = 1.0 - found_inf.to(params[0].device, params[0].dtype)
+            # a non-finite gradient would poison the moments even when multiplied by keep = 0
+            grads = [torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0) for g in grads]
+        torch._foreach_add_(steps, keep.float() if isinstance(keep, Tensor) else 1.0)
+
+        # m += (1 - b1) keep (g - m);  v += (1 - b2) keep (g^2 - v)
+        dm = torch._foreach_sub(grads, m)
+        torch._foreach_mul_(dm, (1 - beta1) * keep)
+        torch._foreach_add_(m, dm)
+        dv = torch._foreach_mul(grads, grads)
+        torch._foreach_sub_(dv, v)
+        torch._foreach_mul_(dv, (1 - beta2) * keep)
+        torch._foreach_add_(v, dv)
+        del dm, dv
+
+        # bias corrections in float64 (a float32 power of 0.999 loses digits), one value per parameter
+        t = torch.stack(steps).double()  # [N]
+        dtype = params[0].dtype
+        bc1 = list((1 - beta1**t).to(dtype).unbind(0))
+        bc2 = list((1 - beta2**t).to(dtype).unbind(0))
+        denom = torch._foreach_div(v, bc2)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, group["eps"])
+        update = torch._foreach_div(m, bc1)
+        torch._foreach_div_(update, denom)
+        del denom
+        if group["weight_decay"] != 0:
+            torch._foreach_add_(update, params, alpha=group["weight_decay"])
+
+        scale = torch.full((len(params),), -group["lr"], dtype=dtype, device=params[0].device)  # [N]
+        if group["trust_ratio"]:
+            w_norm = torch.stack(torch._foreach_norm(params))  # [N]
+            u_norm = torch.stack(torch._foreach_norm(update))  # [N]
+            ratio = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
+            if group["max_trust_ratio"] is not None:
+                ratio = ratio.clamp(max=group["max_trust_ratio"])
+            scale = scale * ratio
+        scale = scale * keep
+        torch._foreach_mul_(update, list(scale.unbind(0)))
+        torch._foreach_add_(params, update)
+
+
+def no_decay_names(model: nn.Module) -> set[str]:
+    """Names of parameters that get no weight decay (see the module docstring)."""
+    if hasattr(model, "no_weight_decay"):
+        return set(model.no_weight_decay())
+    return {n for n, p in model.named_parameters() if p.ndim < 2 or "layer_weight" in n}
+
+
+def param_groups(model: nn.Module, weight_decay: float, lr_overrides: dict | None = None) -> list[dict]:
+    """[decay group, no-decay group]; the no-decay group is marked trust_ratio=False (LAMB).
+    lr_overrides {parameter-name prefix: lr}: one more such pair per prefix, with its own LR (a fine-tuning
+    head's); the first pair holds every other parameter."""
+    skip = no_decay_names(model)
+    lr_overrides = lr_overrides or {}
+    owner = lambda n: next((k for k in lr_overrides if n.startswith(k)), None)  # noqa: E731
+    groups = []
+    for prefix in [None, *lr_overrides]:
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and owner(n) == prefix]
+        lr = {} if prefix is None else {"lr": lr_overrides[prefix]}
+        decay = [p for n, p in named if n not in skip]
+        no_decay = [p for n, p in named if n in skip]
+        groups += [
+            {"params": decay, "weight_decay": weight_decay, "trust_ratio": True, **lr},
+            {"params": no_decay, "weight_decay": 0.0, "trust_ratio": False, **lr},
+        ]
+    return groups
+
+
+def build_optimizer(
+    model: nn.Module,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-6,
+    max_trust_ratio: float | None = None,
+    fused: bool | None = None,
+    lr_overrides: dict | None = None,
+) -> torch.optim.Optimizer:
+    """AdamW or LAMB over `param_groups(model, weight_decay, lr_overrides)`; fused=None: fused on CUDA."""
+    groups = param_groups(model, weight_decay, lr_overrides)
+    if name == "adamw":
+        if fused is None:
+            fused = next(model.parameters()).device.type == "cuda"
+        for g in groups:
+            g.pop("trust_ratio")
+        # fused kernels on CUDA; elsewhere foreach (PyTorch's CPU default is a per-parameter loop)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None, foreach=not fused)
+    if name == "lamb":
+        return Lamb(groups, lr=lr, betas=betas, eps=eps, max_trust_ratio=max_trust_ratio)
+    raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not {name!r}")
