@@ -9,7 +9,6 @@ its sha256 matches the manifest below (where the checksum is known). Archives (S
 then extracted into the same layout. Files already present and verified are skipped.
 """
 
-import argparse
 import hashlib
 import http.client
 import os
@@ -23,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 
 CHUNK = 1 << 20
 RETRIES = 3
@@ -244,7 +243,7 @@ def download(name: str, root: Path, base_url: str | None = None, force: bool = F
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", nargs="+", required=True, choices=[*DATASETS, "all"], help="what to fetch")
     p.add_argument(
         "--output_dir", required=True, help="data root to fill, e.g. the folder $BERT_DATA_ROOT names"

@@ -15,7 +15,6 @@ An existing output made from the same inputs and options is left as it is; a dif
 replaced with --overwrite (the new corpus is built under a temporary name, then renamed).
 """
 
-import argparse
 import hashlib
 import json
 import os
@@ -35,7 +34,7 @@ from data import cleaning, sentences, tokenization  # noqa: E402
 from data.cleaning import clean_documents, list_text_files, read_text  # noqa: E402
 from data.sentences import split_sentences  # noqa: E402
 from data.tokenization import encode_words, load_tokenizer, special_ids, tokenizer_hash  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 
 FORMAT_VERSION = 1
 PIPELINE_MODULES = [sys.modules[__name__], cleaning, sentences, tokenization]
@@ -137,7 +136,7 @@ def write_corpus(out: Path, results: list[dict], is_val: np.ndarray, token_dtype
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--input_path", nargs="+", required=True, help="text files or folders (*.txt)")
     p.add_argument("--vocab_path", required=True, help="tokenizer.json from tokenizers/create_tokenizer.py")
     p.add_argument("--output_dir", required=True, help="folder to write (meta.json + arrays)")

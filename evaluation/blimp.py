@@ -8,7 +8,6 @@ every paradigm has the same number of pairs). Ties count as wrong.
     python -m evaluation.blimp --checkpoint_path RUN_DIR [--scoring pll|pll_word_l2r] [--batch_size 1024]
 """
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 from evaluation.checkpoints import find_checkpoints, load_checkpoint, pick_device, resolve_vocab
 from evaluation.io import write_json_atomic
 from evaluation.pll import SCORINGS, encode, pseudo_log_likelihoods
-from utils.errors import UserError, run_cli
+from utils.errors import ArgumentParser, UserError, run_cli
 from utils.paths import data_root
 
 REQUIRED_KEYS = ("sentence_good", "sentence_bad", "field", "UID")
@@ -113,7 +112,7 @@ def format_paradigms(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description="BLiMP zero-shot accuracy with MLM pseudo-log-likelihoods")
+    parser = ArgumentParser(description="BLiMP zero-shot accuracy with MLM pseudo-log-likelihoods")
     parser.add_argument("--checkpoint_path", required=True, help="a step dir, or a run dir: every step in it")
     parser.add_argument("--vocab_path", default=None, help="tokenizer JSON (default: from args.json)")
     parser.add_argument("--scoring", default="pll", choices=SCORINGS)

@@ -9,14 +9,13 @@ Draw order per sample (fixed, so results are reproducible): seeds (one draw if p
 intervention), then examples.
 """
 
-import argparse
 from collections.abc import Callable
 
 import numpy as np
 
 from evaluation.io import write_json_atomic
 from evaluation.predictions import CORPUS_METRICS, METRICS, load_runs, prediction_file, read_predictions
-from utils.errors import UserError, run_cli
+from utils.errors import ArgumentParser, UserError, run_cli
 
 # Metrics that are means of a per-example score: scored by a weighted sum instead of re-indexing rows.
 PER_EXAMPLE_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
@@ -122,7 +121,7 @@ def multibootstrap(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", nargs="+", required=True, help="baseline run dirs, one per seed")
     parser.add_argument(
         "--intervention", nargs="+", required=True, help="intervention run dirs, one per seed"

@@ -8,7 +8,6 @@ scalars (tensorboard/RUN/), and probing_TASK.png (metric against step, log-scale
     python -m evaluation.probing --checkpoint_path RUN_SEED0 RUN_SEED1 --tasks upos deprel --output_dir OUT
 """
 
-import argparse
 import csv
 import io
 import time
@@ -36,7 +35,7 @@ from evaluation.probes import (
     train_probe,
 )
 from evaluation.representations import POOLINGS, cached_representations, load_kept, load_layers
-from utils.errors import UserError, run_cli
+from utils.errors import ArgumentParser, UserError, run_cli
 from utils.paths import data_root
 
 FIELDS = ["run", "step", "task", "layer", "accuracy", "macro_f1", "codelength_kbits", "uniform_kbits",
@@ -126,7 +125,7 @@ def plot_task(rows: list[dict], task: str, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description="Linear probes on every layer of every checkpoint of runs")
+    parser = ArgumentParser(description="Linear probes on every layer of every checkpoint of runs")
     parser.add_argument(
         "--checkpoint_path", nargs="+", required=True, help="run dirs (one per seed) or step dirs"
     )

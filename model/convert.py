@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from model.config import ModelConfig
 from model.io import load_model, load_state, read_safetensors, save_model
 from model.pretraining import PreTrainingModel
-from utils.errors import UserError, run_cli
+from utils.errors import ArgumentParser, UserError, run_cli
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 # HF config key -> (our key, default when absent: BertConfig's defaults; None = required)
@@ -241,9 +241,7 @@ def copy_tokenizer_files(src: Path, dst: Path) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--from_hf", type=Path, help="a local Hugging Face BERT folder to import")
     source.add_argument("--to_hf", type=Path, help="one of our checkpoint folders to export")

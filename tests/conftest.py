@@ -95,38 +95,13 @@ def pretrained_tiny(processed_corpus, tokenizer_path, tmp_path_factory) -> Path:
     n = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models run fastest single-threaded on the shared cores
     try:
-        train_pretrain.main(
-            [
-                "--config_file",
-                str(REPO_ROOT / "configs" / "tiny.json"),
-                "--input_path",
-                str(processed_corpus),
-                "--vocab_path",
-                str(tokenizer_path),
-                "--output_dir",
-                str(out),
-                "--seq_length",
-                "128",
-                "--batch_size",
-                "16",
-                "--max_steps",
-                "150",
-                "--learning_rate",
-                "2e-3",
-                "--warmup_steps",
-                "10",
-                "--save_every",
-                "0",
-                "--log_freq",
-                "50",
-                "--device",
-                "cpu",
-                "--mixed_precision",
-                "no",
-                "--seed",
-                "0",
-            ]  # fmt: skip
-        )
+        args = {
+            "config_file": REPO_ROOT / "configs" / "tiny.json", "input_path": processed_corpus,
+            "vocab_path": tokenizer_path, "output_dir": out, "seq_length": 128, "batch_size": 16,
+            "max_steps": 150, "learning_rate": 2e-3, "warmup_steps": 10, "save_every": 0, "log_freq": 50,
+            "device": "cpu", "mixed_precision": "no", "seed": 0,
+        }  # fmt: skip
+        train_pretrain.main([x for k, v in args.items() for x in (f"--{k}", str(v))])
     finally:
         torch.set_num_threads(n)
     return out / "checkpoints" / "step_150"

@@ -10,7 +10,6 @@ removed, paragraphs joined) before training. Writes FILE.json (loadable by token
 transformers.PreTrainedTokenizerFast) and a vocab.txt beside it, and prints ELC-BERT's F95.
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -26,11 +25,11 @@ from data.tokenization import (  # noqa: E402
     tokenizer_hash,
     train_tokenizer,
 )
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--input_path", nargs="+", help="text files or folders (searched for *.txt)")
     p.add_argument("--from_vocab", help="convert this BERT vocab.txt instead of training")
     p.add_argument("--vocab_size", type=int, default=2**14, help="subwords in the trained vocabulary")

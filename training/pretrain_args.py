@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from utils.errors import UserError
+from utils.errors import ArgumentParser, UserError
 
 MASKINGS = ("subword", "whole_word", "span")
 
@@ -57,13 +57,8 @@ class _Help(argparse.HelpFormatter):
         return text
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump, exit 2 via run_cli
-        raise UserError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = ArgumentParser(
         prog="train_pretrain.py",
         description="Pretrain a BERT / LTG-BERT / ELC-BERT model (MLM, optionally NSP) from scratch or from "
         "a checkpoint. Runs as one process, under torchrun, or under SLURM srun.",

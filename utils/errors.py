@@ -1,11 +1,19 @@
 """One-line errors for bad input: no traceback, a non-zero exit, the file or flag named."""
 
+import argparse
 import sys
 from collections.abc import Callable
 
 
 class UserError(Exception):
     """Bad input from the user (a flag, a file, a config). The message names what is wrong."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are UserErrors: one line (no usage dump), exit code 2 through run_cli."""
+
+    def error(self, message):
+        raise UserError(message)
 
 
 def run_cli(main: Callable[[], object]) -> None:

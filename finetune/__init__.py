@@ -1,0 +1,1 @@
+"""Fine-tuning on GLUE and SQuAD v1.1: tasks, metrics, splits, batching and per-epoch records."""
