@@ -8,6 +8,8 @@ At epoch 0 (before training) and after every epoch: checkpoints/epoch_E/ (model 
 args, code version, optimizer state), one metrics.jsonl line {"epoch", "step", "train": {"loss", ...},
 "validation": {...}, "test": {...}}, and predictions/epoch_E_{split}.jsonl for every held-out split
 (SQuAD also predictions/epoch_E_{split}.json in the official format). split.json records the split.
+An epoch's metrics line and predictions are written before its checkpoint is renamed into place, and
+--resume drops the records after the newest checkpoint: each epoch stays in metrics.jsonl exactly once.
 The optimizer step is training/loop.py's (shared with pretraining); this file wires fine-tuning to it.
 """
 
@@ -16,7 +18,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from finetune.args import differing_args, parse_args
 from finetune.batching import collate, length_grouped_batches, micro_batches
@@ -33,10 +34,12 @@ from finetune.splits import build_splits, load_split, save_split
 from finetune.tasks import build_task
 from model.heads import ClassifierConfig
 from training.checkpoint import CheckpointWriter, latest_checkpoint, load_checkpoint, rng_state, set_rng_state
-from training.distributed import DistInfo, barrier, cleanup, init_distributed
+from training.cli import run_distributed
+from training.distributed import DistInfo, barrier
 from training.loop import Trainer, TrainerConfig
 from training.metrics import MetricsLogger
-from training.optim import build_optimizer
+from training.optim import optimizer_from_args
+from training.precision import resolve
 from training.schedules import build_schedule
 from utils.errors import UserError, run_cli
 
@@ -94,13 +97,15 @@ def setup(args, info: DistInfo):
     """Everything that can refuse the run, before anything is written."""
     out = Path(args.output_dir)
     resume = latest_checkpoint(out, prefix="epoch") if args.resume else None
-    if args.resume and resume is None:
+    started = (out / "metrics.jsonl").exists()
+    # --resume of a run that stopped before its first checkpoint was in place starts it over
+    if args.resume and resume is None and not started:
         raise UserError(f"--resume: no checkpoints/epoch_E in {out}")
-    if not args.resume and (out / "metrics.jsonl").exists():
+    if not args.resume and started:
         raise UserError(f"--output_dir {out} already holds a run: pass --resume or choose another folder")
-    if args.mixed_precision == "auto":
-        cuda = info.device.type == "cuda"
-        args.mixed_precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    if resume is None and args.checkpoint_path is None:
+        raise UserError(f"--checkpoint_path is required: {out} has no checkpoint yet to --resume from")
+    args.mixed_precision = resolve(args.mixed_precision, info.device)  # saved and compared resolved
     tokenizer, special = load_vocab(args.vocab_path)
     task = build_task(args.task, tokenizer, special, args)
     splits, record = make_splits(args, task, out, resuming=resume is not None)
@@ -114,11 +119,9 @@ def setup(args, info: DistInfo):
     else:
         encoder = load_pretrained(args.checkpoint_path)
         check_vocabulary(tokenizer, encoder.config, args.vocab_path, args.checkpoint_path)
-        head = None
-        if args.task != "squad":
-            head = ClassifierConfig(
-                task.num_labels, args.pooling, args.head_hidden_sizes, args.head_activation, args.head_dropout
-            )
+        head = ClassifierConfig(
+            task.num_labels, args.pooling, args.head_hidden_sizes, args.head_activation, args.head_dropout
+        )
         model = build_model(args.task, encoder, head, args.head_seed)
     freeze(model, args.freeze_encoder, args.freeze_layers)
     if args.max_seq_length > model.config.max_position_embeddings:
@@ -141,18 +144,15 @@ def setup(args, info: DistInfo):
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
-    info = init_distributed(args.device, args.dist_timeout_minutes)
-    try:
-        finetune(args, info)
-    finally:
-        cleanup()
+    run_distributed(finetune, parse_args(argv))
 
 
 def finetune(args, info: DistInfo) -> None:
     task, special, splits, record, train_features, model, state, resume = setup(args, info)
     out = Path(args.output_dir)
     if info.is_main:
+        if state is None:  # records of a run that stopped before its first checkpoint: redone below
+            (out / "metrics.jsonl").unlink(missing_ok=True)
         save_split(record, out / "split.json")
         write_atomic(out / "run_args.json", json.dumps(vars(args), indent=2, sort_keys=True))
     lengths = np.array([len(f["input_ids"]) for f in train_features])
@@ -163,15 +163,7 @@ def finetune(args, info: DistInfo) -> None:
     head_prefixes = {
         f"{name}.": args.head_learning_rate for name, _ in model.named_children() if name != "encoder"
     }
-    optimizer = build_optimizer(
-        model,
-        args.optimizer,
-        args.learning_rate,
-        args.weight_decay,
-        betas=(args.adam_beta1, args.adam_beta2),
-        eps=args.adam_eps,
-        lr_overrides=head_prefixes,
-    )
+    optimizer = optimizer_from_args(model, args, lr_overrides=head_prefixes)
     warmup = int(total_steps * args.warmup_proportion)
     schedule = build_schedule(args.scheduler, optimizer, total_steps, warmup, args.min_lr_factor)
     config = TrainerConfig(
@@ -181,7 +173,7 @@ def finetune(args, info: DistInfo) -> None:
     if state is not None:
         trainer.load_state_dict(state["trainer"])
         set_rng_state(state["rng"])
-    start_epoch = trainer.step // steps_per_epoch
+    start_epoch = state["epoch"] if state is not None else 0  # the last epoch recorded
 
     # evaluation sets: the held-out splits whole, train capped by --eval_train_subset (a fixed subset)
     evaluated = {"train": seeded_subset(splits["train"], args.eval_train_subset, args.split_seed)}
@@ -254,7 +246,7 @@ def finetune(args, info: DistInfo) -> None:
             yield [collate([train_features[i] for i in m], special.pad, task.label_keys) for m in mine]
 
     try:
-        if start_epoch == 0:
+        if state is None:
             records(0)
         for epoch in range(start_epoch + 1, args.epochs + 1):
             if args.stop_at_epoch is not None and epoch > args.stop_at_epoch:

@@ -13,8 +13,7 @@ import json
 import os
 from pathlib import Path
 
-import torch
-
+from model.io import load_any
 from training.checkpoint import (
     CheckpointWriter,
     latest_checkpoint,
@@ -23,12 +22,14 @@ from training.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from training.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
+from training.cli import run_distributed
+from training.distributed import DistInfo, barrier, broadcast_object
 from training.loop import Trainer, TrainerConfig, TrainingDiverged
 from training.metrics import MetricsLogger
-from training.optim import build_optimizer
+from training.optim import optimizer_from_args
+from training.precision import resolve
 from training.pretrain_args import differing_args, parse_args
-from training.pretraining import PretrainingObjective, phase_at, phases
+from training.pretraining import PretrainingObjective, build_pretraining_data, phase_at, phases
 from training.schedules import build_schedule
 from utils.errors import UserError, run_cli
 from utils.repro import set_seed
@@ -41,39 +42,10 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _init_model(path: str):
-    """One of our checkpoint folders (config.json has "backbone") or a Hugging Face BERT folder."""
-    from model.convert import load_hf_bert
-    from model.io import load_model
-
-    cfg = _read_json(Path(path) / "config.json")
-    if cfg is None:
-        raise UserError(f"--init_from {path}: no readable config.json")
-    return load_model(path) if "backbone" in cfg else load_hf_bert(path)
-
-
 def _refuse(what: str, diffs: list[str], saved: dict, current: dict) -> None:
     shown = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diffs[:4])
     raise UserError(
         f"{what} differs in {', '.join(diffs)} ({shown}); pass --allow_override to continue anyway"
-    )
-
-
-def _make_data(args, seq_length: int, split: str):
-    from data.masking import build_masking
-    from data.pretraining import PretrainingData
-
-    return PretrainingData(
-        args.input_path,
-        seq_length,
-        args.nsp,
-        build_masking(args.masking, mask_p=args.mask_p),
-        args.static_masking,
-        args.data_seed,
-        short_p=args.short_p,
-        max_predictions=args.max_predictions,
-        split=split,
-        vocab_path=args.vocab_path,
     )
 
 
@@ -120,7 +92,7 @@ def _setup(args, info: DistInfo):
         model, state, saved = load_checkpoint(Path(resume))
         config = model.config
     elif args.init_from:
-        model = _init_model(args.init_from)
+        model = load_any(args.init_from, "--init_from")
         config = model.config
         if file_config is not None and file_config.to_dict() != config.to_dict():
             diff = next(k for k, v in file_config.to_dict().items() if config.to_dict()[k] != v)
@@ -128,9 +100,7 @@ def _setup(args, info: DistInfo):
     else:
         model, config = None, file_config
     args.nsp = config.next_sentence_prediction if args.nsp is None else args.nsp
-    if args.mixed_precision == "auto":
-        cuda = info.device.type == "cuda"
-        args.mixed_precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    args.mixed_precision = resolve(args.mixed_precision, info.device)  # saved and compared resolved
     current = {**vars(args), "model_config": (file_config or config).to_dict()}
     if saved is not None and not args.allow_override:
         diffs = differing_args(saved, current)
@@ -152,12 +122,7 @@ def _setup(args, info: DistInfo):
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    info = init_distributed(args.device, args.dist_timeout_minutes)
-    try:
-        _train(args, info)
-    finally:
-        cleanup()
+    run_distributed(_train, parse_args(argv))
 
 
 def _train(args, info: DistInfo) -> None:
@@ -168,7 +133,7 @@ def _train(args, info: DistInfo) -> None:
     all_phases = phases(args.max_steps, args.seq_length, args.batch_size, args.long_after)
     step = int(state["trainer"]["step"]) if state is not None else 0
     phase = phase_at(all_phases, step)
-    data = _make_data(args, phase.seq_length, "train")  # may still refuse the run: before writing
+    data = build_pretraining_data(args, phase.seq_length, "train")  # may still refuse the run: before writing
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / ".run_args.json.tmp"
@@ -176,15 +141,7 @@ def _train(args, info: DistInfo) -> None:
         os.replace(tmp, out / "run_args.json")
 
     model.to(info.device)
-    optimizer = build_optimizer(
-        model,
-        args.optimizer,
-        args.learning_rate,
-        args.weight_decay,
-        betas=(args.adam_beta1, args.adam_beta2),
-        eps=args.adam_eps,
-        max_trust_ratio=args.max_trust_ratio,
-    )
+    optimizer = optimizer_from_args(model, args, max_trust_ratio=args.max_trust_ratio)
     schedule = build_schedule(
         args.scheduler, optimizer, args.max_steps, args.warmup_steps, args.min_lr_factor
     )
@@ -205,7 +162,7 @@ def _train(args, info: DistInfo) -> None:
 
     kept = set(parse_checkpoint_steps(args.checkpoint_steps, args.max_steps)) | {args.max_steps}
     writer = CheckpointWriter(out, keep_last=args.keep_last) if info.is_main else None
-    logger = MetricsLogger(out, info.is_main, trainer.step, args.max_steps)
+    logger = MetricsLogger(out, info.is_main, trainer.step, args.max_steps, tensorboard=args.tensorboard)
     n_params = sum(p.numel() for p in model.parameters())
     logger.message(
         f"{n_params / 1e6:.1f}M parameters, world size {info.world_size}, {args.mixed_precision} precision, "
@@ -230,7 +187,7 @@ def _train(args, info: DistInfo) -> None:
     def validate(step: int) -> None:
         nonlocal val_data
         if val_data is None or val_data.seq_length != phase.seq_length:
-            val_data = _make_data(args, phase.seq_length, "validation")
+            val_data = build_pretraining_data(args, phase.seq_length, "validation")
         accum = args.gradient_accumulation
         batches = (
             val_data.batch(i, phase.batch_size, info.rank, info.world_size, m, accum)
@@ -267,7 +224,7 @@ def _train(args, info: DistInfo) -> None:
             if trainer.step >= ph.end or trainer.should_stop:
                 continue
             if ph != phase:
-                phase, data = ph, _make_data(args, ph.seq_length, "train")
+                phase, data = ph, build_pretraining_data(args, ph.seq_length, "train")
             cuda = info.device.type == "cuda"
             with PretrainingLoader(
                 data,

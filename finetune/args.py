@@ -4,6 +4,7 @@ import argparse
 from pathlib import Path
 
 from finetune.tasks import TASK_NAMES
+from training.cli import add_hardware_flags, add_optimizer_flags, add_tensorboard_flags
 from utils.errors import ArgumentParser, UserError
 
 # Flags that do not change what a run computes: a resumed run may differ in them.
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     a(
         "--data_dir",
         help="the task's files: GLUE train.tsv, dev.tsv (MNLI dev_matched/dev_mismatched.tsv); "
-        "SQuAD train-v1.1.json, dev-v1.1.json",
+        "SQuAD train-v1.1.json, dev-v1.1.json (not needed when --train_file and --dev_file name them; "
+        "MNLI's dev_mismatched.tsv always comes from here)",
     )
     a("--train_file", help="use this train file instead of DATA_DIR's")
     a("--dev_file", help="use this dev file instead of DATA_DIR's")
@@ -62,19 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--pooling",
         default="cls",
         choices=("cls", "pooler", "mean"),
-        help="sentence vector for the classifier",
+        help="sentence vector for the classifier (GLUE; SQuAD scores every token)",
     )
     a("--head_hidden_sizes", default="", help="comma-separated MLP widths ('' = one linear layer)")
     a("--head_activation", default="gelu", choices=("relu", "gelu", "tanh"), help="between MLP layers")
-    a("--head_dropout", type=float, default=0.1, help="dropout before every head layer")
+    a(
+        "--head_dropout",
+        type=float,
+        default=None,
+        help="dropout before every head layer (default 0.1; SQuAD 0, as BERT's QA head)",
+    )
     a("--head_seed", type=int, default=None, help="seed of the head's random init (default: --seed)")
     a("--freeze_encoder", action="store_true", help="train the head only (linear probing)")
     a("--freeze_layers", type=int, default=0, help="keep the embeddings and the first N layers fixed")
 
     a = p.add_argument_group("optimisation").add_argument
+    add_optimizer_flags(a)
     a("--epochs", type=int, default=3, help="passes over the training split")
     a("--batch_size", type=int, default=32, help="GLOBAL batch (examples; SQuAD windows) per optimizer step")
-    a("--optimizer", default="adamw", choices=("adamw", "lamb"), help="AdamW (fused on CUDA) or LAMB")
     a(
         "--scheduler",
         default="linear",
@@ -91,11 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
     a("--warmup_proportion", type=float, default=0.1, help="warmup steps as a fraction of all steps")
     a("--min_lr_factor", type=float, default=0.1, help="cosine schedule: final LR as a fraction of the peak")
     a("--weight_decay", type=float, default=0.01, help="decoupled weight decay (not on biases, LayerNorm)")
-    a("--adam_beta1", type=float, default=0.9, help="first-moment decay")
-    a("--adam_beta2", type=float, default=0.999, help="second-moment decay")
-    a("--adam_eps", type=float, default=1e-6, help="epsilon of AdamW / LAMB")
-    a("--max_gradient", type=float, default=1.0, help="clip the global gradient norm (0: no clipping)")
-    a("--gradient_accumulation", type=int, default=1, help="micro-steps per optimizer step")
     a("--label_smoothing", type=float, default=0.0, help="label smoothing of the classification loss")
     a("--bucket_batches", type=int, default=100, help="length grouping: sort within buckets of N batches")
 
@@ -126,23 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = p.add_argument_group("seeds, hardware, logging").add_argument
     a("--seed", type=int, default=42, help="seed of data order and dropout (and the head, see --head_seed)")
-    a(
-        "--mixed_precision",
-        default="auto",
-        choices=("auto", "bf16", "fp16", "no"),
-        help="autocast dtype; auto = bf16 on a GPU that has it, else no",
-    )
-    a("--device", default="auto", choices=("auto", "cuda", "cpu"), help="auto: CUDA when available")
-    a("--compile", action="store_true", help="torch.compile the model")
-    a("--dist_timeout_minutes", type=float, default=30.0, help="a collective waiting longer fails the run")
+    add_hardware_flags(a)
     a("--eval_batch_size", type=int, default=128, help="batch size of evaluation (per process)")
     a("--log_freq", type=int, default=10, help="training loss to tensorboard every N steps")
-    a(
-        "--tensorboard",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="write OUTPUT_DIR/tensorboard",
-    )
+    add_tensorboard_flags(a)
     return p
 
 
@@ -152,6 +141,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise UserError(f"--task {args.task!r} is not one of {', '.join(TASK_NAMES)}")
     if args.max_seq_length is None:
         args.max_seq_length = 384 if args.task == "squad" else 128
+    if args.head_dropout is None:
+        args.head_dropout = 0.0 if args.task == "squad" else 0.1
     if args.head_seed is None:
         args.head_seed = args.seed
     if args.head_learning_rate is None:
@@ -184,8 +175,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise UserError(f"--warmup_proportion must lie in [0, 1], got {args.warmup_proportion}")
     if not 0.0 <= args.validation_fraction < 1.0:
         raise UserError(f"--validation_fraction must lie in [0, 1), got {args.validation_fraction}")
-    if args.data_dir is None and not (args.train_file and args.dev_file):
-        raise UserError("--data_dir is required (or both --train_file and --dev_file)")
     if args.checkpoint_path is None and not args.resume:
         raise UserError("--checkpoint_path is required (the pretrained model to start from)")
     for flag in ("data_dir", "train_file", "dev_file", "checkpoint_path", "vocab_path", "split_file"):

@@ -110,10 +110,19 @@ def parse_label(task: GlueTask, value: str, where: str):
     return task.labels.index(value)
 
 
-def load_glue(task: GlueTask, data_dir: Path, train_file=None, dev_file=None):
+def task_file(name: str, data_dir, given=None, flag: str | None = None) -> Path:
+    """`given` (the file that --train_file / --dev_file names), else DATA_DIR/name; neither: a UserError
+    naming the flags."""
+    if given:
+        return Path(given)
+    if data_dir is None:
+        raise UserError(f"{f'{flag} or ' if flag else ''}--data_dir is required (to read {name})")
+    return Path(data_dir) / name
+
+
+def load_glue(task: GlueTask, data_dir: Path | None, train_file=None, dev_file=None):
     """(train, dev, extra): the labelled files; extra = {split name: examples} (MNLI mismatched)."""
-    data_dir = Path(data_dir or ".")  # --train_file and --dev_file may replace --data_dir
-    train = read_glue_tsv(task, Path(train_file) if train_file else data_dir / "train.tsv", "train")
-    dev = read_glue_tsv(task, Path(dev_file) if dev_file else data_dir / task.dev_files[0], "dev")
-    extra = {extra_split_name(f): read_glue_tsv(task, data_dir / f) for f in task.dev_files[1:]}
+    train = read_glue_tsv(task, task_file("train.tsv", data_dir, train_file, "--train_file"), "train")
+    dev = read_glue_tsv(task, task_file(task.dev_files[0], data_dir, dev_file, "--dev_file"), "dev")
+    extra = {extra_split_name(f): read_glue_tsv(task, task_file(f, data_dir)) for f in task.dev_files[1:]}
     return train, dev, extra

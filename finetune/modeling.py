@@ -12,28 +12,18 @@ import torch
 
 from model.config import ModelConfig
 from model.heads import ClassifierConfig, QuestionAnsweringModel, SequenceClassificationModel
-from model.io import CONFIG_NAME, WEIGHTS_NAME, load_state, read_safetensors
+from model.io import CONFIG_NAME, WEIGHTS_NAME, load_any, load_state, read_safetensors
 from model.pretraining import BACKBONE_CLASSES
 from utils.errors import UserError
 
 
 def load_pretrained(path) -> torch.nn.Module:
-    """The encoder of one of our checkpoints (config.json has "backbone"), of a fine-tuned epoch_E folder
-    (intermediate-task transfer), or of a Hugging Face BERT folder."""
-    from model.convert import load_hf_bert
-    from model.io import load_model
-
+    """The encoder of one of our checkpoints or a Hugging Face BERT folder (model.io.load_any), or of a
+    fine-tuned epoch_E folder (intermediate-task transfer)."""
     path = Path(path)
-    try:
-        config = json.loads((path / CONFIG_NAME).read_text())
-    except (OSError, ValueError):
-        raise UserError(
-            f"--checkpoint_path {path}: no readable {CONFIG_NAME} (our checkpoint or a HF BERT folder)"
-        ) from None
     if (path / "checkpoint.json").is_file() and "finetune" in (path / "checkpoint.json").read_text():
         return load_finetuned(path).encoder
-    model = load_model(path) if isinstance(config, dict) and "backbone" in config else load_hf_bert(path)
-    return model.encoder
+    return load_any(path, "--checkpoint_path").encoder
 
 
 def check_vocabulary(tokenizer, config: ModelConfig, vocab_path, checkpoint_path) -> None:
@@ -62,13 +52,15 @@ def check_vocabulary(tokenizer, config: ModelConfig, vocab_path, checkpoint_path
 
 
 def build_model(task, encoder, head: ClassifierConfig | None, head_seed: int) -> torch.nn.Module:
-    """Encoder + task head; the head's random init depends only on head_seed (not on what ran before)."""
+    """Encoder + task head; the head's random init depends only on head_seed (not on what ran before).
+    SQuAD: head None is one Linear (checkpoints from before SQuAD had an MLP option record None)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(head_seed)
-        model = (
-            QuestionAnsweringModel(encoder) if head is None else SequenceClassificationModel(encoder, head)
-        )
-    uses_pooler = head is not None and head.pooling == "pooler"
+        if task == "squad":
+            model = QuestionAnsweringModel(encoder, head)
+        else:
+            model = SequenceClassificationModel(encoder, head)
+    uses_pooler = task != "squad" and head.pooling == "pooler"
     pooler = getattr(encoder, "pooler", None)
     if pooler is not None and not uses_pooler:  # unused: DDP would wait for its gradients forever
         pooler.requires_grad_(False)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from finetune import metrics, squad
-from finetune.glue import GLUE_TASKS, load_glue
+from finetune.glue import GLUE_TASKS, load_glue, task_file
 from finetune.squad_features import decode_predictions, make_features
 from utils.errors import UserError
 
@@ -54,7 +54,7 @@ class ClassificationTask:
     def group_of(self, example):  # split unit: identical texts stay together
         return example.texts
 
-    def load(self, data_dir: Path, train_file=None, dev_file=None):
+    def load(self, data_dir: Path | None, train_file=None, dev_file=None):
         return load_glue(self.spec, data_dir, train_file, dev_file)
 
     def featurize(self, examples) -> list[dict]:
@@ -123,6 +123,7 @@ class SquadTask:
 
     label_keys = ("start_position", "end_position")
     metric_names = ("exact_match", "f1")
+    num_labels = 2  # the head's outputs per token: start and end logits
 
     def __init__(
         self, tokenizer, special, max_seq_length, doc_stride, max_query_length, max_answer_length, n_best
@@ -140,10 +141,9 @@ class SquadTask:
     def group_of(self, example):  # split unit: an article's questions stay together (shared contexts)
         return example.title
 
-    def load(self, data_dir: Path, train_file=None, dev_file=None):
-        data_dir = Path(data_dir or ".")  # --train_file and --dev_file may replace --data_dir
-        train = squad.read_squad(Path(train_file) if train_file else data_dir / "train-v1.1.json")
-        dev = squad.read_squad(Path(dev_file) if dev_file else data_dir / "dev-v1.1.json")
+    def load(self, data_dir: Path | None, train_file=None, dev_file=None):
+        train = squad.read_squad(task_file("train-v1.1.json", data_dir, train_file, "--train_file"))
+        dev = squad.read_squad(task_file("dev-v1.1.json", data_dir, dev_file, "--dev_file"))
         clash = {e.id for e in train} & {e.id for e in dev}
         if clash:
             raise UserError(f"the SQuAD train and dev files share question ids, e.g. {sorted(clash)[0]!r}")

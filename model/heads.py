@@ -72,6 +72,15 @@ def init_head(module: nn.Module, std: float) -> None:
             m.bias.zero_()
 
 
+def mlp(width: int, cfg: ClassifierConfig) -> nn.Sequential:
+    """width -> *cfg.hidden_sizes -> cfg.num_labels: dropout before every Linear, the activation between."""
+    layers = []
+    for h in cfg.hidden_sizes:
+        layers += [nn.Dropout(cfg.dropout), nn.Linear(width, h), ACTIVATIONS[cfg.activation]()]
+        width = h
+    return nn.Sequential(*layers, nn.Dropout(cfg.dropout), nn.Linear(width, cfg.num_labels))
+
+
 class SequenceClassificationModel(EncoderModel):
     def __init__(self, encoder: nn.Module, cfg: ClassifierConfig):
         super().__init__(encoder)
@@ -80,12 +89,7 @@ class SequenceClassificationModel(EncoderModel):
                 f"classifier: pooling='pooler' needs a bert backbone, got {self.config.backbone!r}"
             )
         self.classifier_config = cfg
-        layers, width = [], self.config.hidden_size
-        for h in cfg.hidden_sizes:
-            layers += [nn.Dropout(cfg.dropout), nn.Linear(width, h), ACTIVATIONS[cfg.activation]()]
-            width = h
-        layers += [nn.Dropout(cfg.dropout), nn.Linear(width, cfg.num_labels)]
-        self.classifier = nn.Sequential(*layers)
+        self.classifier = mlp(self.config.hidden_size, cfg)
         init_head(self.classifier, self.config.initializer_range)
 
     def pool(self, out, attention_mask) -> torch.Tensor:
@@ -106,11 +110,15 @@ class SequenceClassificationModel(EncoderModel):
 
 
 class QuestionAnsweringModel(EncoderModel):
-    """Extractive QA: one Linear gives a start and an end logit for every token."""
+    """Extractive QA: a start and an end logit for every token, from one Linear (cfg None, as BERT's QA
+    head) or from the MLP of a ClassifierConfig with num_labels 2 (its pooling is unused)."""
 
-    def __init__(self, encoder: nn.Module):
+    def __init__(self, encoder: nn.Module, cfg: ClassifierConfig | None = None):
         super().__init__(encoder)
-        self.qa_outputs = nn.Linear(self.config.hidden_size, 2)
+        if cfg is not None and cfg.num_labels != 2:
+            raise UserError(f"question answering head: num_labels={cfg.num_labels} must be 2 (start, end)")
+        width = self.config.hidden_size
+        self.qa_outputs = nn.Linear(width, 2) if cfg is None else mlp(width, cfg)
         init_head(self.qa_outputs, self.config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):

@@ -1,5 +1,6 @@
 """Save and load our checkpoints: a folder with model.safetensors + config.json, nothing else needed."""
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -72,3 +73,21 @@ def load_model(directory, device="cpu") -> PreTrainingModel:
         model = PreTrainingModel(config)
     load_state(model, state, str(directory / WEIGHTS_NAME))
     return model
+
+
+def load_any(directory, flag: str = "") -> PreTrainingModel:
+    """One of our checkpoint folders (config.json has "backbone") or a Hugging Face BERT folder (converted
+    with model.convert.load_hf_bert). Errors name `flag` (the command-line flag that gave the folder)."""
+    from model.convert import load_hf_bert  # model.convert imports this module
+
+    directory = Path(directory)
+    where = f"{flag} {directory}".lstrip()
+    try:
+        config = json.loads((directory / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        raise UserError(
+            f"{where}: no readable {CONFIG_NAME} (one of our checkpoints or a Hugging Face BERT folder)"
+        ) from None
+    if isinstance(config, dict) and "backbone" in config:
+        return load_model(directory)
+    return load_hf_bert(directory)

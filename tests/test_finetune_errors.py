@@ -29,6 +29,8 @@ def test_bad_input_gives_one_line_errors(pretrained_tiny, tokenizer_path, data_r
     save_tokenizer(train_tokenizer(sentences, vocab_size=4096, lowercase=True), other)
     small = tmp_path / "small_tokenizer.json"
     save_tokenizer(train_tokenizer(sentences[:2000], vocab_size=500, lowercase=True), small)
+    mnli = tmp_path / "mnli.tsv"
+    mnli.write_text("sentence1\tsentence2\tgold_label\nA dog runs.\tAn animal moves.\tentailment\n")
     bare = tmp_path / "bare_checkpoint"  # weights and config only, as a converted model: no args.json
     bare.mkdir()
     for name in ("model.safetensors", "config.json"):
@@ -52,6 +54,14 @@ def test_bad_input_gives_one_line_errors(pretrained_tiny, tokenizer_path, data_r
                 tmp_path / "squad.json",
             ],
             "squad.json: data[0].paragraphs[2].qas[1] is missing the field 'question'",
+        ),
+        "no dev file": (
+            ["--task", "sst2", "--train_file", data_root / "sst2" / "train.tsv"],
+            "--dev_file or --data_dir is required (to read dev.tsv)",
+        ),
+        "mnli mismatched": (  # the files stand in for train.tsv and dev_matched.tsv only
+            ["--task", "mnli", "--train_file", mnli, "--dev_file", mnli],
+            "--data_dir is required (to read dev_mismatched.tsv)",
         ),
         "other tokenizer": ([*sst, "--vocab_path", other], "(4096 tokens) is not the tokenizer"),
         "vocabulary size": (

@@ -2,6 +2,7 @@
 its records are complete and reloadable, and equal seeds give identical runs (also across a resume)."""
 
 import json
+import shutil
 from argparse import Namespace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from finetune.evaluate import evaluate_split
 from finetune.modeling import load_finetuned
 from finetune.splits import load_split
 from finetune.tasks import build_task
+from utils.errors import UserError
 
 SPLITS = ("train", "validation", "test")
 CHECKPOINT_FILES = {"model.safetensors", "config.json", "args.json", "code_version.json", "training_state.pt"}
@@ -34,7 +36,7 @@ def finetune(out, checkpoint, vocab, data_dir, **over):
         "task": "sst2", "data_dir": data_dir, "checkpoint_path": checkpoint, "vocab_path": vocab,
         "output_dir": out, "epochs": 2, "batch_size": 32, "learning_rate": 2e-3, "head_learning_rate": 4e-3,
         "max_seq_length": 64, "eval_train_subset": 200, "device": "cpu", "mixed_precision": "no", "seed": 1,
-        "no-tensorboard": True,
+        "no_tensorboard": True,
     }  # fmt: skip
     args.update(over)
     argv = []
@@ -77,6 +79,7 @@ def test_sst2_beats_the_majority_class(sst2_run, data_root):
 def test_records_are_complete_and_reload_reproduces_them(sst2_run, pretrained_tiny, tokenizer_path):
     records = lines(sst2_run)
     split = json.loads((sst2_run / "split.json").read_text())
+    assert not (sst2_run / "tensorboard").exists()  # --no_tensorboard
     assert split["sizes"] == {"train": 2700, "validation": 300, "test": 872}
     steps = (2700 // 32) * np.arange(3)
     assert [r["epoch"] for r in records] == [0, 1, 2] and [r["step"] for r in records] == steps.tolist()
@@ -129,9 +132,10 @@ def test_records_are_complete_and_reload_reproduces_them(sst2_run, pretrained_ti
 def test_same_seeds_identical_runs_across_a_resume_and_resplit(
     pretrained_tiny, tokenizer_path, data_root, tmp_path
 ):
-    """--split resplit on 1500 train + 300 dev rows: two runs with equal seeds, the second reusing the
-    first's split.json, stopped after epoch 1 and resumed, give the same split, metrics, predictions and
-    weights."""
+    """--split resplit on 1500 train + 300 dev rows, given as files without --data_dir: runs with equal
+    seeds, the others reusing the first's split.json, stopped (after epoch 0, then 1) and resumed, or
+    crashed between an epoch's records and its checkpoint, give the same split, metrics (every epoch
+    once), predictions and weights."""
     kw = dict(
         train_file=head_rows(data_root / "sst2" / "train.tsv", 1500, tmp_path),
         dev_file=head_rows(data_root / "sst2" / "dev.tsv", 300, tmp_path),
@@ -139,17 +143,31 @@ def test_same_seeds_identical_runs_across_a_resume_and_resplit(
     )  # fmt: skip
     a = finetune(tmp_path / "a", pretrained_tiny, tokenizer_path, **kw)
     kw["split_file"] = a / "split.json"
-    b = finetune(tmp_path / "b", pretrained_tiny, tokenizer_path, stop_at_epoch=1, **kw)
+    kw["mixed_precision"] = "auto"  # "no" on the CPU: a resume compares it with the resolved value saved
+    b = finetune(tmp_path / "b", pretrained_tiny, tokenizer_path, stop_at_epoch=0, **kw)
+    epoch_0 = (b / "checkpoints/epoch_0/model.safetensors").stat().st_mtime_ns
+    finetune(b, pretrained_tiny, tokenizer_path, resume=True, stop_at_epoch=1, **kw)
     assert [r["epoch"] for r in lines(b)] == [0, 1] and not (b / "checkpoints" / "epoch_2").exists()
-    finetune(tmp_path / "b", pretrained_tiny, tokenizer_path, resume=True, **kw)
-    assert lines(a) == lines(b) and len(lines(a)) == 3
-    assert (a / "split.json").read_text() == (b / "split.json").read_text()
-    for name in ("validation", "test"):
-        assert (a / f"predictions/epoch_2_{name}.jsonl").read_text() == (
-            b / f"predictions/epoch_2_{name}.jsonl"
-        ).read_text()
-    wa, wb = (load_file(d / "checkpoints/epoch_2/model.safetensors") for d in (a, b))
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert (b / "checkpoints/epoch_0/model.safetensors").stat().st_mtime_ns == epoch_0  # not redone
+    finetune(b, pretrained_tiny, tokenizer_path, resume=True, **kw)
+    # a crash after epoch 2's metrics line and predictions, before its checkpoint was in place
+    shutil.rmtree(b / "checkpoints" / "epoch_2")
+    finetune(b, pretrained_tiny, tokenizer_path, resume=True, **kw)
+    # a crash before the first checkpoint: --resume starts over, dropping the records written so far
+    c = finetune(tmp_path / "c", pretrained_tiny, tokenizer_path, stop_at_epoch=0, **kw)
+    shutil.rmtree(c / "checkpoints" / "epoch_0")
+    with pytest.raises(UserError, match="--checkpoint_path is required"):  # nothing to start over from
+        finetune(c, None, tokenizer_path, resume=True, **kw)
+    finetune(c, pretrained_tiny, tokenizer_path, resume=True, **kw)
+    for run in (b, c):
+        assert lines(a) == lines(run) and len(lines(a)) == 3  # every epoch exactly once
+        assert (a / "split.json").read_text() == (run / "split.json").read_text()
+        for name in ("validation", "test"):
+            assert (a / f"predictions/epoch_2_{name}.jsonl").read_text() == (
+                run / f"predictions/epoch_2_{name}.jsonl"
+            ).read_text()
+        wa, wb = (load_file(d / "checkpoints/epoch_2/model.safetensors") for d in (a, run))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
     # the split: pooled, de-duplicated by text, disjoint, 0.8 / 0.1 / 0.1
     split = json.loads((a / "split.json").read_text())

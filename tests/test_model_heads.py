@@ -79,6 +79,23 @@ def test_question_answering_logits():
     torch.testing.assert_close(end, h @ model.qa_outputs.weight[1] + model.qa_outputs.bias[1])
 
 
+def test_question_answering_mlp_head():
+    enc = encoder("tiny_elc")
+    cfg = ClassifierConfig(num_labels=2, hidden_sizes=[32], activation="tanh", dropout=0.0)
+    model = QuestionAnsweringModel(enc, cfg).eval()
+    linears = [m for m in model.qa_outputs if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(64, 32), (32, 2)]
+    ids, mask = batch()
+    with torch.no_grad():
+        start, end = model(ids, mask)
+        h = enc(ids, mask).last_hidden_state
+        want = linears[1](torch.tanh(linears[0](h)))  # [B,S,2]
+    assert start.shape == end.shape == (3, 12)
+    torch.testing.assert_close(torch.stack([start, end], -1), want)
+    with pytest.raises(UserError, match="num_labels=3 must be 2"):
+        QuestionAnsweringModel(enc, ClassifierConfig(num_labels=3))
+
+
 def test_classifier_config_errors():
     with pytest.raises(UserError, match="pooling"):
         ClassifierConfig(num_labels=2, pooling="max")

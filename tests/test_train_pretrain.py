@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 import train_pretrain
+from training.pretraining import PretrainingObjective, build_pretraining_data
 from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,6 +82,32 @@ def straight(processed_corpus, tokenizer_path, tmp_path_factory):
     return out
 
 
+def test_small_model_learns_past_the_unigram_plateau(processed_corpus, tokenizer_path, tmp_path):
+    """The MLM loss over the last 10 of 100 steps is at least 30% below the first 10 (real corpus)."""
+    # LTG backbone (pre-LN, relative positions), hidden 128, 4 layers, no dropout: the smallest setting
+    # we found that leaves the unigram plateau within 100 steps (33% here; 31.7% with seed 7).
+    config = json.loads((REPO / "configs" / "tiny_elc.json").read_text())
+    config.update(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256)
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, layer_weighting="none")
+    (tmp_path / "ltg_small.json").write_text(json.dumps(config))
+    out = tmp_path / "run"
+    over = dict(batch_size=64, max_steps=100, warmup_steps=20, learning_rate=5e-3, adam_beta2=0.98)
+    train_pretrain.main(
+        argv(
+            processed_corpus,
+            tokenizer_path,
+            out,
+            config_file=tmp_path / "ltg_small.json",
+            save_every=0,
+            **over,
+        )
+    )
+    losses = [m["mlm_loss"] for m in train_lines(out)]
+    assert len(losses) == 100
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last <= 0.7 * first, (first, last)
+
+
 def test_tiny_model_learns_on_the_real_corpus(processed_corpus, tokenizer_path, tmp_path):
     out = tmp_path / "run"
     train_pretrain.main(
@@ -100,9 +128,8 @@ def test_tiny_model_learns_on_the_real_corpus(processed_corpus, tokenizer_path, 
     assert [m["step"] for m in lines] == list(range(1, 101))
     first = sum(m["mlm_loss"] for m in lines[:10]) / 10
     last = sum(m["mlm_loss"] for m in lines[-10:]) / 10
-    # A hidden-64 model spends its first few hundred steps on the unigram plateau: from ln(4096) = 8.3 to
-    # about the corpus's unigram entropy (6.24 nats here), a 21-23% drop in 100 steps. (30% would need
-    # <= 5.7, below the plateau; no learning rate, batch, optimizer or backbone we tried got there.)
+    # A hidden-64 BERT with dropout sits on the unigram plateau for its first few hundred steps (ln 4096 =
+    # 8.3 down to the corpus's unigram entropy): a ~22% drop here. The 30% bar is the next test's.
     tokens = np.load(Path(processed_corpus) / "train.tokens.npy").astype(np.int64)
     p = np.bincount(tokens) / len(tokens)
     unigram = float(-(p[p > 0] * np.log(p[p > 0])).sum())
@@ -117,7 +144,17 @@ def test_tiny_model_learns_on_the_real_corpus(processed_corpus, tokenizer_path, 
 
     model = load_model(out / "checkpoints" / "step_100")  # the final step is always kept
     assert model.config.to_dict() == json.loads(TINY.read_text())
-    assert json.loads((out / "run_args.json").read_text())["batch_size"] == 16
+    run_args = Namespace(**json.loads((out / "run_args.json").read_text()))
+    assert run_args.batch_size == 16
+    # the public data builder, on the run's saved arguments, gives the batches it validated on
+    data = build_pretraining_data(run_args, run_args.seq_length, "validation")
+    objective = PretrainingObjective(run_args.label_smoothing, run_args.nsp)
+    with torch.no_grad():
+        batches = [data.batch(i, run_args.batch_size) for i in range(run_args.validation_batches)]
+        parts = [(objective(model.eval(), b)[0], objective.counts(b)) for b in batches]
+    for term in ("mlm", "nsp"):
+        loss = sum(s[term] for s, _ in parts) / sum(c[term] for _, c in parts)
+        assert loss.item() == pytest.approx(val[1][f"val_{term}_loss"], rel=1e-5)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(out / "tensorboard")).Reload()
@@ -220,24 +257,11 @@ def test_fp16_resume_restores_the_grad_scaler(processed_corpus, tokenizer_path, 
 
 
 def test_init_from_our_checkpoint_and_from_hugging_face(straight, processed_corpus, tokenizer_path, tmp_path):
-    source = straight / "checkpoints" / "step_20"
-    out = tmp_path / "ours"
-    train_pretrain.main(
-        argv(
-            processed_corpus,
-            tokenizer_path,
-            out,
-            config_file=None,
-            init_from=source,
-            max_steps=2,
-            checkpoint_steps="0",
-        )
-    )
-    assert same_weights(out / "checkpoints" / "step_0", source)
-    state = torch.load(out / "checkpoints" / "step_0" / "training_state.pt", weights_only=True)
-    assert state["trainer"]["step"] == 0 and not state["trainer"]["optimizer"]["state"]  # fresh optimizer
-
+    """--init_from either kind of folder (model.io.load_any) starts from its weights with a fresh
+    optimizer; --no_tensorboard leaves metrics.jsonl only."""
     import transformers
+
+    from model.convert import load_hf_bert
 
     cfg = transformers.BertConfig(
         vocab_size=4096,
@@ -250,23 +274,19 @@ def test_init_from_our_checkpoint_and_from_hugging_face(straight, processed_corp
     torch.manual_seed(0)
     hf_dir = tmp_path / "hf"
     transformers.BertForPreTraining(cfg).save_pretrained(hf_dir)
-    out = tmp_path / "hf_run"
-    train_pretrain.main(
-        argv(
-            processed_corpus,
-            tokenizer_path,
-            out,
-            config_file=None,
-            init_from=hf_dir,
-            max_steps=2,
-            checkpoint_steps="0",
+    ours = straight / "checkpoints" / "step_20"
+    hf_weights = {k: v.contiguous() for k, v in load_hf_bert(hf_dir).state_dict().items()}
+    for source, want in ((ours, weights(ours)), (hf_dir, hf_weights)):
+        out = tmp_path / f"from_{source.name}"
+        over = dict(
+            config_file=None, init_from=source, max_steps=2, checkpoint_steps="0", no_tensorboard=True
         )
-    )
-    from model.convert import load_hf_bert
-
-    want = {k: v.contiguous() for k, v in load_hf_bert(hf_dir).state_dict().items()}
-    got = weights(out / "checkpoints" / "step_0")
-    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+        train_pretrain.main(argv(processed_corpus, tokenizer_path, out, **over))
+        got = weights(out / "checkpoints" / "step_0")
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got), source
+        state = torch.load(out / "checkpoints" / "step_0" / "training_state.pt", weights_only=True)
+        assert state["trainer"]["step"] == 0 and not state["trainer"]["optimizer"]["state"]  # fresh optimizer
+        assert len(metrics(out)) == 2 and not (out / "tensorboard").exists()
 
 
 def test_resume_refuses_changed_run_defining_arguments(straight, processed_corpus, tokenizer_path):
@@ -302,6 +322,7 @@ def test_bad_input_gives_one_line_and_changes_nothing(straight, processed_corpus
         "batch does not divide": (dict(batch_size=10, gradient_accumulation=4), "--batch_size"),
         "truncated checkpoint": (dict(output_dir=truncated), "training_state.pt"),
         "folder holds another run": (dict(output_dir=straight, seed=4, save_every=1), "seed"),
+        "init_from no model": (dict(config_file=None, init_from=tmp_path), "--init_from"),
     }
     procs = {}
     for name, (over, _) in cases.items():

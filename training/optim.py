@@ -175,3 +175,12 @@ def build_optimizer(
     if name == "lamb":
         return Lamb(groups, lr=lr, betas=betas, eps=eps, max_trust_ratio=max_trust_ratio)
     raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not {name!r}")
+
+
+def optimizer_from_args(model: nn.Module, args, **extra) -> torch.optim.Optimizer:
+    """build_optimizer from the flags both training commands share (training.cli.add_optimizer_flags,
+    --learning_rate, --weight_decay); extra: max_trust_ratio, lr_overrides."""
+    betas = (args.adam_beta1, args.adam_beta2)
+    return build_optimizer(
+        model, args.optimizer, args.learning_rate, args.weight_decay, betas=betas, eps=args.adam_eps, **extra
+    )

@@ -24,6 +24,14 @@ def check_mode(mode: str, device: torch.device) -> str:
     return mode
 
 
+def resolve(mode: str, device: torch.device) -> str:
+    """The --mixed_precision flag's "auto" made concrete (bf16 on a GPU that has it, else no); runs save
+    and compare the resolved value."""
+    if mode != "auto":
+        return mode
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
+
+
 def autocast(mode: str, device: torch.device):
     """Context manager for the forward pass (and loss) in the chosen precision."""
     if mode == "no":

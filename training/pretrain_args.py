@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from training.cli import add_hardware_flags, add_optimizer_flags, add_tensorboard_flags
 from utils.errors import ArgumentParser, UserError
 
 MASKINGS = ("subword", "whole_word", "span")
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     a = p.add_argument_group("optimisation").add_argument
-    a("--optimizer", default="adamw", choices=("adamw", "lamb"), help="AdamW (fused on CUDA) or LAMB")
+    add_optimizer_flags(a)
     a(
         "--scheduler",
         default="linear",
@@ -99,12 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.01,
         help="decoupled weight decay (not on biases, LayerNorm, ELC layer weights)",
     )
-    a("--adam_beta1", type=float, default=0.9, help="first-moment decay (AdamW and LAMB)")
-    a("--adam_beta2", type=float, default=0.999, help="second-moment decay (ELC-BERT: 0.98)")
-    a("--adam_eps", type=float, default=1e-6, help="epsilon of AdamW / LAMB")
     a("--max_trust_ratio", type=float, default=None, help="LAMB: clamp the trust ratio at this value")
-    a("--max_gradient", type=float, default=1.0, help="clip the global gradient norm (0: no clipping)")
-    a("--gradient_accumulation", type=int, default=1, help="micro-steps per optimizer step")
     a("--label_smoothing", type=float, default=0.0, help="label smoothing of the MLM/NSP cross-entropy")
     a(
         "--max_skipped_steps",
@@ -163,16 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--init_seed", type=int, default=None, help="seed of the weight initialisation (default: --seed)")
     a("--data_seed", type=int, default=None, help="seed of data order and masking (default: --seed)")
 
-    a = p.add_argument_group("hardware").add_argument
-    a(
-        "--mixed_precision",
-        default="auto",
-        choices=("auto", "bf16", "fp16", "no"),
-        help="autocast dtype; fp16 adds a GradScaler; auto = bf16 on a GPU that has it, else no",
-    )
-    a("--device", default="auto", choices=("auto", "cuda", "cpu"), help="auto: CUDA when available")
-    a("--compile", action="store_true", help="torch.compile the model")
-    a("--dist_timeout_minutes", type=float, default=30.0, help="a collective waiting longer fails the run")
+    add_hardware_flags(p.add_argument_group("hardware").add_argument)
 
     a = p.add_argument_group("checkpoints and logging").add_argument
     a(
@@ -190,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="save and exit after this step, as if the job's time ran out (resume later)",
     )
     a("--log_freq", type=int, default=10, help="log training metrics every N steps")
+    add_tensorboard_flags(a)
     a("--validation_every", type=int, default=0, help="validation loss on held-out documents every N steps")
     a("--validation_batches", type=int, default=10, help="batches (of --batch_size) per validation")
     a(

@@ -1,4 +1,4 @@
-"""Pretraining-specific pieces for the generic loop: the MLM(+NSP) objective and the data phases."""
+"""Pretraining-specific pieces for the generic loop: the MLM(+NSP) objective, the data and its phases."""
 
 from dataclasses import dataclass
 
@@ -7,6 +7,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 IGNORE = -100  # masked_labels on padding slots
+
+
+def summed_cross_entropy(
+    logits: Tensor, labels: Tensor, label_smoothing: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """(cross-entropy summed in fp32, correct argmaxes) over the labels that are not IGNORE.
+    logits [..., C], labels [...]: masked LM [b,P,V] / [b,P] or NSP [b,2] / [b]."""
+    loss = F.cross_entropy(
+        logits.flatten(0, -2).float(),
+        labels.flatten(),
+        ignore_index=IGNORE,
+        reduction="sum",
+        label_smoothing=label_smoothing,
+    )
+    return loss, ((logits.argmax(-1) == labels) & (labels != IGNORE)).sum()
 
 
 class PretrainingObjective:
@@ -36,25 +51,15 @@ class PretrainingObjective:
             masked_positions=batch["masked_positions"],  # [b,P]
         )
         labels = batch["masked_labels"]  # [b,P], IGNORE on padding slots
-        logits = out.mlm_logits  # [b,P,V]
-        mlm = F.cross_entropy(
-            logits.flatten(0, 1).float(),
-            labels.flatten(),
-            ignore_index=IGNORE,
-            reduction="sum",
-            label_smoothing=self.label_smoothing,
-        )
+        mlm, mlm_correct = summed_cross_entropy(out.mlm_logits, labels, self.label_smoothing)  # [b,P,V]
         if not self.nsp and out.nsp_logits is not None:
             # an NSP head this run does not train: a zero term keeps its gradients defined (DDP buckets)
             mlm = mlm + 0.0 * out.nsp_logits.float().sum()
-        sums = {"mlm": mlm}
-        metrics = {"mlm_acc": ((logits.argmax(-1) == labels) & (labels != IGNORE)).sum()}
+        sums, metrics = {"mlm": mlm}, {"mlm_acc": mlm_correct}
         if self.nsp:
-            nsp_labels = batch["nsp_labels"]  # [b]
-            sums["nsp"] = F.cross_entropy(
-                out.nsp_logits.float(), nsp_labels, reduction="sum", label_smoothing=self.label_smoothing
-            )
-            metrics["nsp_acc"] = (out.nsp_logits.argmax(-1) == nsp_labels).sum()
+            sums["nsp"], metrics["nsp_acc"] = summed_cross_entropy(
+                out.nsp_logits, batch["nsp_labels"], self.label_smoothing
+            )  # [b,2], [b]
         return sums, metrics
 
 
@@ -81,3 +86,25 @@ def phases(max_steps: int, seq_length: int, batch_size: int, long_after: float) 
 
 def phase_at(all_phases: list[Phase], step: int) -> Phase:
     return next((p for p in all_phases if step < p.end), all_phases[-1])
+
+
+def build_pretraining_data(args, seq_length: int, split: str):
+    """The data.pretraining.PretrainingData that train_pretrain.py trains (split "train") or validates
+    ("validation") on, from its parsed arguments; args.nsp must be resolved (True/False, not None)."""
+    from data.masking import build_masking
+    from data.pretraining import PretrainingData
+
+    if args.nsp is None:
+        raise ValueError("args.nsp is None: resolve it from the model config first (as train_pretrain does)")
+    return PretrainingData(
+        args.input_path,
+        seq_length,
+        args.nsp,
+        build_masking(args.masking, mask_p=args.mask_p),
+        args.static_masking,
+        args.data_seed,
+        short_p=args.short_p,
+        max_predictions=args.max_predictions,
+        split=split,
+        vocab_path=args.vocab_path,
+    )
