@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.errors import UserError
+from utils.files import read_json
 
 BACKBONES = ("bert", "ltg")
 LAYER_WEIGHTINGS = ("none", "base", "zero", "normalized", "weighted_output")
@@ -100,14 +101,7 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, path) -> "ModelConfig":
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise UserError(f"config file not found: {path}") from None
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}: not valid JSON ({err})") from None
-        return cls.from_dict(d, source=str(path))
+        return cls.from_dict(read_json(path, "config file"), source=str(path))
 
     def to_json(self, path) -> None:
         """Atomic: write a temporary file beside the target, then rename."""

@@ -7,11 +7,11 @@ a JSON object {"model_config": "../bert_base.json", "args": {"learning_rate": 1e
 """
 
 import argparse
-import json
 from pathlib import Path
 
 from training.cli import add_hardware_flags, add_optimizer_flags, add_tensorboard_flags
 from utils.errors import ArgumentParser, UserError
+from utils.files import read_json
 
 MASKINGS = ("subword", "whole_word", "span")
 
@@ -190,12 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_recipe(path: Path) -> tuple[Path, dict] | None:
     """(model config path, flag defaults) when `path` is a recipe, None when it is a model config."""
-    try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"--config_file not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON ({err})") from None
+    d = read_json(path, "--config_file")
     if not isinstance(d, dict) or "model_config" not in d:
         return None
     unknown = sorted(set(d) - {"model_config", "args", "description"})

@@ -45,12 +45,9 @@ def state_sizes(spec: ZooSpec, config) -> dict:
         model = PreTrainingModel(config)
         sizes["pretrain"] = _count(model)
         for task, g in spec.finetune.items():
-            head = None
-            if task != "squad":
-                h = g.head
-                head = ClassifierConfig(
-                    GLUE_TASKS[task].num_labels, h.pooling, h.hidden_sizes, h.activation, h.dropout
-                )
+            h = g.head
+            n_labels = 2 if task == "squad" else GLUE_TASKS[task].num_labels  # squad: start, end
+            head = ClassifierConfig(n_labels, h.pooling, h.hidden_sizes, h.activation, h.dropout)
             sizes[task] = _count(build_model(task, PreTrainingModel(config).encoder, head, 0))
     return sizes
 
@@ -60,10 +57,10 @@ def pretrain_steps_per_epoch(spec: ZooSpec, run: Run, zoo_dir: Path) -> int:
     if spec.pretrain.steps_per_epoch is not None:
         return spec.pretrain.steps_per_epoch
     from training.pretrain_args import parse_args
-    from zoo.evaluate import pretraining_data
+    from training.pretraining import build_pretraining_data
 
-    args = parse_args(pretrain_argv(spec, run, zoo_dir / "runs" / run.run_id, 1))
-    return pretraining_data(args, "train").steps_per_epoch(args.batch_size)
+    args = parse_args(pretrain_argv(spec, run, zoo_dir / "runs" / run.run_id, 1))  # passes --nsp/--no_nsp
+    return build_pretraining_data(args, args.seq_length, "train").steps_per_epoch(args.batch_size)
 
 
 def finetune_counts(spec: ZooSpec, task: str) -> tuple[dict, float]:

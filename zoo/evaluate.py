@@ -46,25 +46,6 @@ def evaluate_finetuned(run_folder, model, split: str = "validation", device: str
     )
 
 
-def pretraining_data(args, split: str):
-    """The engine's PretrainingData for a run's arguments (the same call train_pretrain.py makes)."""
-    from data.masking import build_masking
-    from data.pretraining import PretrainingData
-
-    masking = build_masking(args.masking, mask_p=args.mask_p)
-    return PretrainingData(
-        args.input_path,
-        args.seq_length,
-        args.nsp,
-        masking,
-        args.static_masking,
-        args.data_seed,
-        short_p=args.short_p,
-        max_predictions=args.max_predictions,
-        split=split,
-    )
-
-
 def evaluate_pretrained(run_folder, model, device: str = "cpu") -> dict:
     """{"loss", "mlm_loss", "mlm_acc", ...} over the validation batches the run logged every epoch."""
     from training.distributed import DistInfo
@@ -72,7 +53,9 @@ def evaluate_pretrained(run_folder, model, device: str = "cpu") -> dict:
     from training.pretraining import PretrainingObjective
 
     args = _args(Path(run_folder))
-    data = pretraining_data(args, "validation")
+    from training.pretraining import build_pretraining_data
+
+    data = build_pretraining_data(args, args.seq_length, "validation")
     objective = PretrainingObjective(
         args.label_smoothing, args.nsp, token_types=model.config.type_vocab_size > 0
     )

@@ -17,13 +17,13 @@ relative path is relative to the data root (utils.paths.data_root(), $BERT_DATA_
 """
 
 import dataclasses
-import json
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from utils.errors import UserError
+from utils.files import read_json
 from utils.paths import REPO_ROOT, data_root
 
 OPTIMIZERS = ("adamw", "lamb")
@@ -223,11 +223,6 @@ def _check(spec: ZooSpec, src: str) -> None:
             raise UserError(f"{src}: '{where}.epochs' and '{where}.batch_size' must be >= 1")
         if grid.data_dir is None and not (grid.train_file and grid.dev_file):
             raise UserError(f"{src}: '{where}' needs 'data_dir' (or both 'train_file' and 'dev_file')")
-        if task == "squad" and grid.head.hidden_sizes:
-            raise UserError(
-                f"{src}: '{where}.head.hidden_sizes': train_finetune.py's SQuAD head is one "
-                "Linear layer (no MLP option); use []"
-            )
         if grid.optimizer not in OPTIMIZERS or grid.scheduler not in SCHEDULERS:
             raise UserError(
                 f"{src}: '{where}.optimizer' / '{where}.scheduler' must be one of {OPTIMIZERS} / {SCHEDULERS}"
@@ -249,12 +244,7 @@ def _check(spec: ZooSpec, src: str) -> None:
 def load_spec(path) -> ZooSpec:
     """Parse and validate a spec file; every problem is a UserError naming the file and key."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"spec not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON ({err})") from None
+    raw = read_json(path, "spec")
     src = str(path)
     spec = _build(ZooSpec, raw, "", src)
     spec.source = src
