@@ -74,7 +74,8 @@ class ClassificationTask:
 
     # ---- the Objective protocol of training/loop.py: counts + summed losses
     def counts(self, batch: dict) -> dict:
-        return {"task": torch.tensor(batch["label"].numel(), device=batch["label"].device)}
+        labels = batch["label"]  # a fill kernel, not torch.tensor(): no host sync
+        return {"task": torch.full((), labels.numel(), dtype=torch.long, device=labels.device)}
 
     def forward(self, model, batch: dict) -> torch.Tensor:
         return model(**model_inputs(batch, self.use_token_types))  # logits [B,num_labels]
@@ -160,12 +161,17 @@ class SquadTask:
         )
 
     def counts(self, batch: dict) -> dict:
-        return {"task": torch.tensor(batch["start_position"].numel(), device=batch["start_position"].device)}
+        positions = batch["start_position"]  # a fill kernel, not torch.tensor(): no host sync
+        return {"task": torch.full((), positions.numel(), dtype=torch.long, device=positions.device)}
 
     def forward(self, model, batch: dict):
         start, end = model(**model_inputs(batch, self.use_token_types))  # [B,S] each
-        pad = batch["attention_mask"] == 0  # padding can never be an answer boundary
-        return start.float().masked_fill(pad, -1e4), end.float().masked_fill(pad, -1e4)
+        start, end = start.float(), end.float()
+        mask = batch["attention_mask"]  # None when the batch has no padding (the loop drops all-ones masks)
+        if mask is None:
+            return start, end
+        pad = mask == 0  # padding can never be an answer boundary
+        return start.masked_fill(pad, -1e4), end.masked_fill(pad, -1e4)
 
     def loss_sums(self, outputs, batch: dict) -> torch.Tensor:
         start, end = outputs

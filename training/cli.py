@@ -10,7 +10,7 @@ from training.distributed import cleanup, init_distributed
 
 
 def add_optimizer_flags(a) -> None:
-    a("--optimizer", default="adamw", choices=("adamw", "lamb"), help="AdamW (fused on CUDA) or LAMB")
+    a("--optimizer", default="adamw", choices=("adamw", "lamb"), help="AdamW (fused kernels) or LAMB")
     a("--adam_beta1", type=float, default=0.9, help="first-moment decay (AdamW and LAMB)")
     a("--adam_beta2", type=float, default=0.999, help="second-moment decay (ELC-BERT: 0.98)")
     a("--adam_eps", type=float, default=1e-6, help="epsilon of AdamW / LAMB")
