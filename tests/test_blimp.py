@@ -17,15 +17,6 @@ from model.io import save_model
 from utils.paths import REPO_ROOT
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread (no spin-waiting when the two cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_model(config: str):
     torch.manual_seed(0)
     model = PreTrainingModel(ModelConfig.from_json(REPO_ROOT / "configs" / f"{config}.json")).eval()

@@ -23,14 +23,6 @@ SPLITS = ("train", "validation", "test")
 CHECKPOINT_FILES = {"model.safetensors", "config.json", "args.json", "code_version.json", "training_state.pt"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest on the shared cores
-    yield
-    torch.set_num_threads(n)
-
-
 def finetune(out, checkpoint, vocab, data_dir, **over):
     args = {
         "task": "sst2", "data_dir": data_dir, "checkpoint_path": checkpoint, "vocab_path": vocab,

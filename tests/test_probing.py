@@ -20,15 +20,6 @@ from model.io import save_model
 from utils.paths import REPO_ROOT
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models and probes run faster on one thread (no spin-waiting when the two cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_pooling_first_and_mean_hand_built():
     hidden = torch.arange(24, dtype=torch.float32).view(2, 6, 2)  # [B=2, S=6, H=2]
     token_word = torch.tensor([[-1, 0, 0, 1, -1, -1], [-1, 0, 1, 1, 1, -1]])  # -1: [CLS]/[SEP]/padding
