@@ -33,6 +33,7 @@ class FullLogitObjective(PretrainingObjective):
             input_ids=ids,
             attention_mask=mask,
             token_type_ids=batch.get("token_type_ids") if self.token_types else None,
+            token_index=batch.get("token_index"),
         )
         labels = full_labels(batch)  # [B,S]
         logits = out.mlm_logits  # [B,S,V]
@@ -67,16 +68,17 @@ class UnfusedSelfAttention(nn.Module):
                 linear.weight.copy_(fused.qkv.weight[i * h : (i + 1) * h])
                 linear.bias.copy_(fused.qkv.bias[i * h : (i + 1) * h])
 
-    def forward(self, x, mask):
-        B, S, H = x.shape
-        q, k, v = (
-            f(x).view(B, S, self.num_heads, H // self.num_heads).transpose(1, 2)
-            for f in (self.query, self.key, self.value)
-        )  # each [B,nh,S,hd]
+    def forward(self, x, mask, unpadded=None):
+        # x [B,S,H], or [T,H] real tokens with unpadded (model.common.Unpadded)
+        pad = unpadded.pad if unpadded is not None else lambda t: t
+        q, k, v = (pad(f(x)) for f in (self.query, self.key, self.value))  # each [B,S,H]
+        B, S, H = q.shape
+        q, k, v = (t.view(B, S, self.num_heads, H // self.num_heads).transpose(1, 2) for t in (q, k, v))
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
-        )
-        return self.out(y.transpose(1, 2).reshape(B, S, H))
+        )  # [B,nh,S,hd]
+        y = y.transpose(1, 2).reshape(B, S, H)
+        return self.out(y if unpadded is None else unpadded.unpad(y))
 
 
 def unfuse_qkv(model: PreTrainingModel) -> PreTrainingModel:

@@ -1,8 +1,9 @@
 """One training step of each contender, behind the same interface: `Runner.step(i)` trains on batch i.
 
 - OursRunner: our model through the real training loop (training.loop.Trainer + PretrainingObjective):
-  masked-only MLM head, fused QKV, no mask for unpadded batches, fused AdamW (or foreach LAMB), global
-  gradient clipping, the non-finite-step guard. Swapping the model, objective or optimizer gives the
+  masked-only MLM head, fused QKV, no mask for unpadded batches, token-wise layers on the real tokens of
+  padded batches (token_index), fused AdamW (or foreach LAMB), global gradient clipping, the
+  non-finite-step guard. Swapping the model, objective or optimizer gives the
   plain-path variants (benchmarks/reference.py).
 - HFRunner: transformers.BertForPreTraining (sdpa) with full-length labels, the same AdamW, clipping,
   constant schedule and autocast: what a Hugging Face training step does.
@@ -18,6 +19,7 @@ from torch import nn
 
 from benchmarks.batches import drop_full_mask, hf_batch
 from benchmarks.reference import LoopLamb
+from data.pretraining import with_token_index
 from training.distributed import DistInfo
 from training.loop import Trainer, TrainerConfig
 from training.optim import build_optimizer, param_groups
@@ -59,8 +61,10 @@ def optimizer_bytes(optimizer: torch.optim.Optimizer) -> int:
 
 class OursRunner:
     def __init__(self, name, model, batches, device, precision, compile, optimizer="adamw", objective=None,
-                 mask_always=False):  # fmt: skip
+                 mask_always=False, unpad=True):  # fmt: skip
         self.name, self.device = name, device
+        if unpad:  # as PretrainingLoader(unpad=True) hands them to the loop
+            batches = [with_token_index(b) for b in batches]
         self.batches = batches if mask_always else [drop_full_mask(b) for b in batches]
         model = model.to(device)
         self.optimizer = make_optimizer(model, optimizer)

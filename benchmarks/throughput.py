@@ -58,7 +58,12 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--repeats", type=int, default=1, help="timed rounds; the table shows their median")
     p.add_argument("--block", type=int, help="steps per model before switching (default 1 on CPU, 5 on CUDA)")
-    p.add_argument("--ablations", action="store_true", help="also time the plain-path variants of ours")
+    p.add_argument(
+        "--ablations",
+        nargs="?",
+        const="all",
+        help="also time the plain-path variants of ours: all, or some of their names, comma-separated",
+    )
     p.add_argument("--optimizer", default="adamw", choices=["adamw", "lamb"], help="ours; HF always AdamW")
     p.add_argument("--input_path", help="processed corpus (default: 6 Gutenberg books, made on the fly)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads on CPU")
@@ -86,21 +91,28 @@ def runners_for(case_args, ours, hf, batches, args):
     if not args.ablations:
         return runs
     copy = lambda **kw: with_config(ours, **kw)  # noqa: E731  (same weights, fresh optimizer state)
-    runs += [
-        OursRunner(
-            "full-logit head", copy(), objective=FullLogitObjective(nsp=True, explicit_mask=False), **common
+    full_logits = FullLogitObjective(nsp=True, explicit_mask=False)
+    variants = {  # name -> our model with one fast-path option switched back, built only when chosen
+        "full-logit head": lambda: OursRunner("full-logit head", copy(), objective=full_logits, **common),
+        "unfused QKV": lambda: OursRunner("unfused QKV", unfuse_qkv(copy()), **common),
+        "mask always": lambda: OursRunner("mask always", copy(), mask_always=True, unpad=False, **common),
+        "padded layers": lambda: OursRunner("padded layers", copy(), unpad=False, **common),
+        "vocab unpadded": lambda: OursRunner("vocab unpadded", copy(pad_vocab_to_multiple_of=1), **common),
+        "AdamW for-loop": lambda: OursRunner("AdamW for-loop", copy(), optimizer="adamw_loop", **common),
+        "AdamW foreach": lambda: OursRunner("AdamW foreach", copy(), optimizer="adamw_foreach", **common),
+        "LAMB foreach": lambda: OursRunner("LAMB foreach", copy(), optimizer="lamb", **common),
+        "LAMB per-param loop": lambda: OursRunner(
+            "LAMB per-param loop", copy(), optimizer="lamb_loop", **common
         ),
-        OursRunner("unfused QKV", unfuse_qkv(copy()), **common),
-        OursRunner("mask always", copy(), mask_always=True, **common),
-        OursRunner("vocab unpadded", copy(pad_vocab_to_multiple_of=1), **common),
-        OursRunner("AdamW for-loop", copy(), optimizer="adamw_loop", **common),
-        OursRunner("AdamW foreach", copy(), optimizer="adamw_foreach", **common),
-        OursRunner("LAMB foreach", copy(), optimizer="lamb", **common),
-        OursRunner("LAMB per-param loop", copy(), optimizer="lamb_loop", **common),
-    ]
+    }
     if device.type == "cuda":
-        runs.append(OursRunner("no bf16 autocast", copy(), **{**common, "precision": "no"}))
-    return runs
+        no_bf16 = {**common, "precision": "no"}
+        variants["no bf16 autocast"] = lambda: OursRunner("no bf16 autocast", copy(), **no_bf16)
+    wanted = list(variants) if args.ablations == "all" else [n.strip() for n in args.ablations.split(",")]
+    unknown = [n for n in wanted if n not in variants]
+    if unknown:
+        raise UserError(f"--ablations: no variant {unknown[0]!r} (known: {', '.join(variants)})")
+    return runs + [variants[n]() for n in wanted]
 
 
 def time_interleaved(runs, steps: int, warmup: int, block: int, repeats: int) -> dict[str, dict]:

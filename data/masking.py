@@ -103,30 +103,33 @@ class WholeWordMasking(MaskingStrategy):
         # ends before the next word start or special token
         prev = np.concatenate([np.zeros((b, 1), dtype=bool), maskable[:, :-1]], axis=1)
         is_start = maskable & (word_start | ~prev)
-        # all words of the batch at once: row, start, end (the next boundary, or S)
-        bounds = np.concatenate([is_start | ~maskable, np.ones((b, 1), dtype=bool)], axis=1).ravel()
-        flat_start = np.flatnonzero(np.concatenate([is_start, np.zeros((b, 1), dtype=bool)], axis=1).ravel())
-        flat_bounds = np.flatnonzero(bounds)
-        flat_end = flat_bounds[np.searchsorted(flat_bounds, flat_start, side="right")]
-        rows, starts = np.divmod(flat_start, S + 1)
-        lengths = flat_end - flat_start
-        order = np.lexsort((keys[rows, starts], rows))  # words in random order within each row
-        chosen, row_first = [], np.searchsorted(rows[order], np.arange(b + 1)).tolist()
-        order_list, length_list, targets = order.tolist(), lengths.tolist(), n_target.tolist()
-        for row in range(b):
-            total, target = 0, targets[row]
-            for w in order_list[row_first[row] : row_first[row + 1]]:
-                if total + length_list[w] <= target:
-                    chosen.append(w)
-                    total += length_list[w]
-                    if total == target:
-                        break
-        chosen = np.array(chosen, dtype=np.int64)
+        # each maskable token's word: the last word start at or before it, as a flat index into [b*S]
+        row_offset = S * np.arange(b)[:, None]
+        word = (np.maximum.accumulate(np.where(is_start, np.arange(S), 0), axis=1) + row_offset)[maskable]
+        length = np.bincount(word, minlength=b * S)  # [b*S] word length at its start, else 0
+        # words in random order within each row, equal keys by position (a stable sort: ~3x slower than
+        # the default one, so only when keys tie)
+        start_keys = np.where(is_start, keys, np.inf)
+        order = np.argsort(start_keys, axis=1)
+        sorted_keys = np.take_along_axis(start_keys, order, axis=1)
+        if np.any((sorted_keys[:, 1:] == sorted_keys[:, :-1]) & (sorted_keys[:, 1:] < np.inf)):
+            order = np.argsort(start_keys, axis=1, kind="stable")
+        order = order[:, : is_start.sum(1).max(initial=0)] + row_offset  # [b,W] flat word starts
+        lens = length[order]  # 0 past a row's last word
+        # greedy (take each word that still fits in n_target), vectorised in rounds without a Python
+        # loop over words: a word longer than the room left is skipped (the room only shrinks), and of
+        # the others, all before the first that overflows the room are taken (so each round takes a word)
+        room, live, take = n_target.astype(np.int64), lens > 0, np.zeros(lens.shape, dtype=bool)
+        while live.any():
+            live &= lens <= room[:, None]
+            fit = live & (np.cumsum(lens * live, axis=1) <= room[:, None])
+            take |= fit
+            live &= ~fit
+            room -= (lens * fit).sum(1)
+        taken = np.zeros(b * S, dtype=bool)
+        taken[order[take]] = True
         selected = np.zeros((b, S), dtype=bool)
-        # mark each chosen word's tokens: start + 0, 1, ..., length - 1
-        n = lengths[chosen]
-        cols = np.repeat(starts[chosen] - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
-        selected[np.repeat(rows[chosen], n), cols] = True
+        selected[maskable] = taken[word]  # a token is selected when its word is
         return selected, np.broadcast_to(np.arange(S), (b, S))
 
 

@@ -10,7 +10,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.common import EncoderOutput, check_length, key_padding_mask, layer_weights_of, zero_vocab_padding
+from model.common import (
+    EncoderOutput,
+    Unpadded,
+    check_length,
+    key_padding_mask,
+    layer_weights_of,
+    zero_vocab_padding,
+)
 from model.layer_weighting import LayerWeighting, run_layers
 
 
@@ -47,15 +54,21 @@ class BertSelfAttention(nn.Module):
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
 
-    def forward(self, x, mask):
-        # x [B,S,H]; mask bool [B,1,1,S] (True = attend) or None
-        B, S, H = x.shape
-        q, k, v = self.qkv(x).view(B, S, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)
+    def forward(self, x, mask, unpadded: Unpadded | None = None):
+        # x [B,S,H], or [T,H] real tokens with unpadded; mask bool [B,1,1,S] (True = attend) or None
+        qkv = self.qkv(x)  # [B,S,3H] or [T,3H]
+        if unpadded is not None:
+            qkv = unpadded.pad(qkv)  # [B,S,3H]
+        B, S, H = qkv.size(0), qkv.size(1), qkv.size(2) // 3
+        q, k, v = qkv.view(B, S, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)
         # q, k, v [B,nh,S,hd]; scale 1/sqrt(hd) is SDPA's default
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
         )
-        return self.out(y.transpose(1, 2).reshape(B, S, H))  # [B,S,H]
+        y = y.transpose(1, 2).reshape(B, S, H)
+        if unpadded is not None:
+            y = unpadded.unpad(y)  # [T,H]
+        return self.out(y)  # [B,S,H] or [T,H]
 
 
 class BertLayer(nn.Module):
@@ -69,11 +82,11 @@ class BertLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(h, eps=eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x, mask):
-        # post-LayerNorm: normalise after each residual sum
-        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
+    def forward(self, x, mask, unpadded: Unpadded | None = None):
+        # post-LayerNorm: normalise after each residual sum; x [B,S,H], or [T,H] with unpadded
+        x = self.attention_norm(x + self.dropout(self.attention(x, mask, unpadded)))
         x = self.ffn_norm(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))  # exact (erf) GELU
-        return x  # [B,S,H]
+        return x
 
 
 class BertEncoder(nn.Module):
@@ -96,11 +109,25 @@ class BertEncoder(nn.Module):
     def layer_weights(self) -> dict[str, torch.Tensor]:
         return layer_weights_of(self)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
-        # input_ids [B,S]; attention_mask [B,S] 1 = token, 0 = pad, None = no padding
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        output_hidden_states=False,
+        token_index=None,
+    ):
+        # input_ids [B,S]; attention_mask [B,S] 1 = token, 0 = pad, None = no padding;
+        # token_index [T] (see model.common.Unpadded): layers then skip the padding positions
         check_length(input_ids, self.config)
         x = self.embeddings(input_ids, token_type_ids)  # [B,S,H]
-        x, states = run_layers(self.layers, self.layer_weighting, x, key_padding_mask(attention_mask))
+        unpadded = Unpadded.of(x, attention_mask, token_index)
+        x = x if unpadded is None else unpadded.unpad(x)  # [B,S,H] or [T,H]
+        mask = key_padding_mask(attention_mask)
+        x, states = run_layers(self.layers, self.layer_weighting, x, mask, unpadded)
+        if unpadded is not None:  # back to [B,S,H], zeros at padding
+            x = unpadded.pad(x)
+            states = [unpadded.pad(s) for s in states] if output_hidden_states else states
         pooled = torch.tanh(self.pooler(x[:, 0]))  # [B,H]
         return EncoderOutput(x, states if output_hidden_states else None, pooled)
 

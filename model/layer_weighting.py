@@ -55,9 +55,8 @@ class LayerWeighting(nn.Module):
 
 
 def run_layers(layers: nn.ModuleList, weighting: LayerWeighting | None, x: torch.Tensor, *args):
-    """Run the encoder layers on the embedding output x [B,S,H], with or without ELC mixing.
-
-    Returns (final output [B,S,H], states: the embedding output and every layer's stored output).
+    """Run the encoder layers on the embedding output x [B,S,H] (or [T,H] unpadded), with or without ELC
+    mixing. Returns (final output, states: the embedding output and every layer's stored output).
     """
     states = [x]
     for i, layer in enumerate(layers):

@@ -16,7 +16,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.common import EncoderOutput, check_length, key_padding_mask, layer_weights_of, zero_vocab_padding
+from model.common import (
+    EncoderOutput,
+    Unpadded,
+    check_length,
+    key_padding_mask,
+    layer_weights_of,
+    zero_vocab_padding,
+)
 from model.layer_weighting import LayerWeighting, run_layers
 
 
@@ -80,11 +87,15 @@ class LtgAttention(nn.Module):
         indices = relative_position_indices(config.position_bucket_size, config.max_position_embeddings)
         self.register_buffer("position_indices", indices, persistent=False)
 
-    def forward(self, x, mask, relative_embedding):
-        # x [B,S,H]; mask bool [B,1,1,S] (True = attend) or None; relative_embedding [R,H]
-        B, S, H = x.shape
+    def forward(self, x, mask, relative_embedding, unpadded: Unpadded | None = None):
+        # x [B,S,H], or [T,H] real tokens with unpadded; mask bool [B,1,1,S] (True = attend) or None;
+        # relative_embedding [R,H]
+        qkv = self.qkv(self.pre_norm(x))  # [B,S,3H] or [T,3H]
+        if unpadded is not None:
+            qkv = unpadded.pad(qkv)  # [B,S,3H]
+        B, S, H = qkv.size(0), qkv.size(1), qkv.size(2) // 3
         nh, hd = self.num_heads, H // self.num_heads
-        q, k, v = self.qkv(self.pre_norm(x)).view(B, S, 3, nh, hd).permute(2, 0, 3, 1, 4)  # [B,nh,S,hd]
+        q, k, v = qkv.view(B, S, 3, nh, hd).permute(2, 0, 3, 1, 4)  # [B,nh,S,hd]
         # positions through the query/key projection (with its bias): [R,2H] -> [nh,R,hd] each
         pos = F.linear(self.dropout(relative_embedding), self.qkv.weight[: 2 * H], self.qkv.bias[: 2 * H])
         q_pos, k_pos = pos.view(-1, 2, nh, hd).permute(1, 2, 0, 3)
@@ -96,8 +107,10 @@ class LtgAttention(nn.Module):
             bias = bias.masked_fill(~mask, torch.finfo(bias.dtype).min)
         p = self.dropout.p if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p, scale=self.scale)
-        y = self.out(y.transpose(1, 2).reshape(B, S, H))
-        return self.dropout(self.post_norm(y))  # [B,S,H]
+        y = y.transpose(1, 2).reshape(B, S, H)
+        if unpadded is not None:
+            y = unpadded.unpad(y)  # [T,H]
+        return self.dropout(self.post_norm(self.out(y)))  # [B,S,H] or [T,H]
 
 
 class GeGLU(nn.Module):
@@ -130,8 +143,8 @@ class LtgLayer(nn.Module):
         self.ffn = LtgFeedForward(config)
         self.residual = residual  # False under ELC weighting: the mix of stored outputs is the residual
 
-    def forward(self, x, mask, relative_embedding):
-        a = self.attention(x, mask, relative_embedding)
+    def forward(self, x, mask, relative_embedding, unpadded: Unpadded | None = None):
+        a = self.attention(x, mask, relative_embedding, unpadded)
         out = a + self.ffn(x + a)  # this layer's contribution
         return x + out if self.residual else out
 
@@ -155,12 +168,25 @@ class LtgEncoder(nn.Module):
     def layer_weights(self) -> dict[str, torch.Tensor]:
         return layer_weights_of(self)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
-        # input_ids [B,S] with S <= max_position_embeddings; token_type_ids is ignored (ltg has none)
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        output_hidden_states=False,
+        token_index=None,
+    ):
+        # input_ids [B,S] with S <= max_position_embeddings; token_type_ids is ignored (ltg has none);
+        # token_index [T] (see model.common.Unpadded): layers then skip the padding positions
         check_length(input_ids, self.config)
         x, relative = self.embeddings(input_ids)  # [B,S,H], [R,H]
+        unpadded = Unpadded.of(x, attention_mask, token_index)
+        x = x if unpadded is None else unpadded.unpad(x)  # [B,S,H] or [T,H]
         mask = key_padding_mask(attention_mask)
-        x, states = run_layers(self.layers, self.layer_weighting, x, mask, relative)
+        x, states = run_layers(self.layers, self.layer_weighting, x, mask, relative, unpadded)
+        if unpadded is not None:  # back to [B,S,H], zeros at padding
+            x = unpadded.pad(x)
+            states = [unpadded.pad(s) for s in states] if output_hidden_states else states
         return EncoderOutput(x, states if output_hidden_states else None, None)
 
 

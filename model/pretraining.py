@@ -23,9 +23,12 @@ class PreTrainingModel(nn.Module):
         self.mlm_head = mlm_cls(config)
         self.nsp_head = nsp_cls(config) if config.next_sentence_prediction else None
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, masked_positions=None):
-        # input_ids [B,S]; attention_mask [B,S] (1 = token) or None; masked_positions [B,P] or None
-        out = self.encoder(input_ids, attention_mask, token_type_ids)
+    def forward(
+        self, input_ids, attention_mask=None, token_type_ids=None, masked_positions=None, token_index=None
+    ):
+        # input_ids [B,S]; attention_mask [B,S] (1 = token) or None; masked_positions [B,P] or None;
+        # token_index [T] or None: the real tokens, so that the layers skip padding (model.common.Unpadded)
+        out = self.encoder(input_ids, attention_mask, token_type_ids, token_index=token_index)
         h = out.last_hidden_state  # [B,S,H]
         if masked_positions is not None:
             # gather the fixed-shape [B,P] positions before the head: BERT would otherwise compute
