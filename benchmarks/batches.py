@@ -48,14 +48,6 @@ def corpus_batches(corpus_dir, n: int, batch_size: int, seq_length: int, seed: i
     return [data.batch(step, batch_size) for step in range(n)]
 
 
-def drop_full_mask(batch: dict) -> dict:
-    """attention_mask -> None when no row has padding, checked on the host: SDPA then gets no mask and
-    may pick the flash kernel (the check on a CPU batch costs no device sync)."""
-    if "attention_mask" in batch and bool(batch["attention_mask"].all()):
-        return {**batch, "attention_mask": None}
-    return batch
-
-
 def full_labels(batch: dict) -> torch.Tensor:
     """[B,S] labels, -100 except at the masked positions (Hugging Face's `labels`)."""
     positions, labels = batch["masked_positions"], batch["masked_labels"]  # [B,P]

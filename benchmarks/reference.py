@@ -3,9 +3,10 @@ the fast path changes no numbers. None of it is used for training.
 
 - FullLogitObjective: vocabulary logits at every position, cross-entropy with ignore_index on [B,S]
   labels, an explicit all-ones attention mask (instead of the masked-only head and no mask).
+- ExplicitMaskObjective: the masked-only head, but an all-ones mask where the loop dropped it.
 - unfuse_qkv: three query/key/value Linears per layer (Hugging Face's layout) instead of one fused 3H.
 - LoopLamb: LAMB written per parameter with Python floats (instead of torch._foreach over all of them).
-- with_vocab: the same weights in a model whose config differs (e.g. pad_vocab_to_multiple_of 1 vs 64).
+- with_config: the same weights in a model whose config differs (e.g. pad_vocab_to_multiple_of 1 vs 64).
 """
 
 import torch
@@ -17,6 +18,20 @@ from model import PreTrainingModel
 from training.pretraining import PretrainingObjective
 
 
+def with_explicit_mask(batch: dict) -> dict:
+    """The plain path's attention mask: all ones where the loop dropped it (a batch without padding)."""
+    if batch.get("attention_mask") is None:
+        return {**batch, "attention_mask": torch.ones_like(batch["input_ids"])}
+    return batch
+
+
+class ExplicitMaskObjective(PretrainingObjective):
+    """PretrainingObjective whose model always gets an attention mask."""
+
+    def __call__(self, model: nn.Module, batch: dict):
+        return super().__call__(model, with_explicit_mask(batch))
+
+
 class FullLogitObjective(PretrainingObjective):
     """PretrainingObjective's sums and metrics, computed the plain way (see the module docstring)."""
 
@@ -25,13 +40,11 @@ class FullLogitObjective(PretrainingObjective):
         self.explicit_mask = explicit_mask
 
     def __call__(self, model: nn.Module, batch: dict):
-        ids = batch["input_ids"]  # [B,S]
-        mask = batch.get("attention_mask")
-        if mask is None and self.explicit_mask:
-            mask = torch.ones_like(ids)
+        if self.explicit_mask:
+            batch = with_explicit_mask(batch)
         out = model(
-            input_ids=ids,
-            attention_mask=mask,
+            input_ids=batch["input_ids"],  # [B,S]
+            attention_mask=batch.get("attention_mask"),
             token_type_ids=batch.get("token_type_ids") if self.token_types else None,
             token_index=batch.get("token_index"),
         )

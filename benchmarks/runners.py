@@ -17,7 +17,7 @@ import time
 import torch
 from torch import nn
 
-from benchmarks.batches import drop_full_mask, hf_batch
+from benchmarks.batches import hf_batch
 from benchmarks.reference import LoopLamb
 from data.pretraining import with_token_index
 from training.distributed import DistInfo
@@ -61,11 +61,10 @@ def optimizer_bytes(optimizer: torch.optim.Optimizer) -> int:
 
 class OursRunner:
     def __init__(self, name, model, batches, device, precision, compile, optimizer="adamw", objective=None,
-                 mask_always=False, unpad=True):  # fmt: skip
+                 unpad=True):  # fmt: skip
         self.name, self.device = name, device
-        if unpad:  # as PretrainingLoader(unpad=True) hands them to the loop
-            batches = [with_token_index(b) for b in batches]
-        self.batches = batches if mask_always else [drop_full_mask(b) for b in batches]
+        # as PretrainingLoader(unpad=True) hands them over; the loop drops all-ones masks itself
+        self.batches = [with_token_index(b) for b in batches] if unpad else batches
         model = model.to(device)
         self.optimizer = make_optimizer(model, optimizer)
         schedule = build_schedule("constant", self.optimizer, 1)

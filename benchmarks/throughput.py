@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks.batches import corpus_batches, make_corpus, padding_share  # noqa: E402
-from benchmarks.reference import FullLogitObjective, unfuse_qkv, with_config  # noqa: E402
+from benchmarks.reference import ExplicitMaskObjective, FullLogitObjective, unfuse_qkv, with_config  # noqa: E402
 from benchmarks.runners import HFRunner, OursRunner, static_bytes, step_memory, sync  # noqa: E402
 from model import ModelConfig, PreTrainingModel  # noqa: E402
 from model.convert import save_hf_bert  # noqa: E402
@@ -95,7 +95,9 @@ def runners_for(case_args, ours, hf, batches, args):
     variants = {  # name -> our model with one fast-path option switched back, built only when chosen
         "full-logit head": lambda: OursRunner("full-logit head", copy(), objective=full_logits, **common),
         "unfused QKV": lambda: OursRunner("unfused QKV", unfuse_qkv(copy()), **common),
-        "mask always": lambda: OursRunner("mask always", copy(), mask_always=True, unpad=False, **common),
+        "mask always": lambda: OursRunner(
+            "mask always", copy(), objective=ExplicitMaskObjective(nsp=True), unpad=False, **common
+        ),
         "padded layers": lambda: OursRunner("padded layers", copy(), unpad=False, **common),
         "vocab unpadded": lambda: OursRunner("vocab unpadded", copy(pad_vocab_to_multiple_of=1), **common),
         "AdamW for-loop": lambda: OursRunner("AdamW for-loop", copy(), optimizer="adamw_loop", **common),

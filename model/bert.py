@@ -122,14 +122,17 @@ class BertEncoder(nn.Module):
         check_length(input_ids, self.config)
         x = self.embeddings(input_ids, token_type_ids)  # [B,S,H]
         unpadded = Unpadded.of(x, attention_mask, token_index)
-        x = x if unpadded is None else unpadded.unpad(x)  # [B,S,H] or [T,H]
         mask = key_padding_mask(attention_mask)
-        x, states = run_layers(self.layers, self.layer_weighting, x, mask, unpadded)
-        if unpadded is not None:  # back to [B,S,H], zeros at padding
-            x = unpadded.pad(x)
-            states = [unpadded.pad(s) for s in states] if output_hidden_states else states
+        x, states = run_layers(
+            self.layers,
+            self.layer_weighting,
+            x,
+            mask,
+            unpadded=unpadded,
+            output_hidden_states=output_hidden_states,
+        )
         pooled = torch.tanh(self.pooler(x[:, 0]))  # [B,H]
-        return EncoderOutput(x, states if output_hidden_states else None, pooled)
+        return EncoderOutput(x, states, pooled)
 
 
 class BertMLMHead(nn.Module):

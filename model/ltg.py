@@ -181,13 +181,17 @@ class LtgEncoder(nn.Module):
         check_length(input_ids, self.config)
         x, relative = self.embeddings(input_ids)  # [B,S,H], [R,H]
         unpadded = Unpadded.of(x, attention_mask, token_index)
-        x = x if unpadded is None else unpadded.unpad(x)  # [B,S,H] or [T,H]
         mask = key_padding_mask(attention_mask)
-        x, states = run_layers(self.layers, self.layer_weighting, x, mask, relative, unpadded)
-        if unpadded is not None:  # back to [B,S,H], zeros at padding
-            x = unpadded.pad(x)
-            states = [unpadded.pad(s) for s in states] if output_hidden_states else states
-        return EncoderOutput(x, states if output_hidden_states else None, None)
+        x, states = run_layers(
+            self.layers,
+            self.layer_weighting,
+            x,
+            mask,
+            relative,
+            unpadded=unpadded,
+            output_hidden_states=output_hidden_states,
+        )
+        return EncoderOutput(x, states, None)
 
 
 class LtgMLMHead(nn.Module):
