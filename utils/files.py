@@ -1,6 +1,13 @@
-"""Reading user-supplied files with one-line errors that name them."""
+"""User files: reading JSON with one-line errors, and the one atomic-write helper every module uses.
+
+Atomic writes go to a temporary name beside the target and are renamed in, so a crash, a full disk or
+Ctrl-C never leaves a half-written file, and the old file stays until the new one is complete. Files
+get the permissions the umask allows (mkstemp alone would make them 0600, unreadable to colleagues).
+"""
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 from utils.errors import UserError
@@ -15,3 +22,41 @@ def read_json(path, what: str = "file"):
         raise UserError(f"{what} not found: {path}") from None
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
+
+
+def umask_mode(base: int = 0o666) -> int:
+    """`base` with the process umask applied (0o666 for files, 0o777 for folders)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
+
+
+def atomic_write(path: str | Path, write) -> Path:
+    """Call `write(f)` on a binary file object, then rename the result to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | Path, obj) -> Path:
+    text = json.dumps(obj, indent=2) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def save_npy_atomic(path: str | Path, array) -> Path:
+    import numpy as np
+
+    return atomic_write(path, lambda f: np.save(f, array))
