@@ -2,7 +2,7 @@
 
     python zoo.py plan configs/zoo/bert_zoo.json                 runs, states, disk, compute estimate
     python zoo.py run SPEC --zoo_dir DIR [--workers N] [--shard i/N] [--stage all|pretrain|finetune]
-    python zoo.py slurm SPEC --zoo_dir DIR --shards N [--gpus_per_task G]   an sbatch job array
+    python zoo.py slurm SPEC --zoo_dir DIR --shards N [--gpus_per_task G] [--submit]   an sbatch job array
     python zoo.py status --zoo_dir DIR                          done / running / failed / pending
     python zoo.py manifest --zoo_dir DIR                        rebuild manifest.jsonl + manifest.csv
     python zoo.py analyze --zoo_dir DIR                         agreement, weight statistics, ridge, sparsity
@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from utils.errors import UserError, run_cli
+from utils.files import write_text_atomic
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--gpus",
         default=None,
-        help="comma-separated GPU ids for the workers (unset: $CUDA_VISIBLE_DEVICES, else every GPU)",
+        help="comma-separated GPU ids for the workers, or none (default: $CUDA_VISIBLE_DEVICES, else all)",
     )
     q.add_argument("--skip_failed", action="store_true", help="do not retry runs that failed before")
     selection(q)
@@ -59,11 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--zoo_dir", required=True)
     q.add_argument("--shards", type=int, required=True, help="array tasks")
     q.add_argument("--stage", default="all", choices=("all", "pretrain", "finetune"))
-    q.add_argument("--gpus_per_task", type=int, default=1, help="GPUs per array task = workers")
-    q.add_argument("--cpus_per_task", type=int, default=8)
-    q.add_argument("--time", default="24:00:00", help="time limit per array task (resubmit to continue)")
+    q.add_argument("--gpus_per_task", type=int, default=0, help="GPUs per array task = workers; 0: CPU")
+    q.add_argument("--cpus_per_task", type=int, default=1, help="CPUs per array task")
+    q.add_argument("--workers", type=int, default=None, help="runs at once per task (default: GPUs, or 1)")
+    q.add_argument("--time", default=None, help="time limit per task (default: the partition's; resubmit)")
+    q.add_argument("--mem", default=None, help="memory per task, e.g. 16G (default: the partition's)")
     q.add_argument("--partition", default=None)
     q.add_argument("--account", default=None)
+    q.add_argument("--submit", action="store_true", help="also submit the array with sbatch")
     q = sub.add_parser("status", help="summarise done, running, failed", formatter_class=fmt)
     q.add_argument("--zoo_dir", required=True)
     q = sub.add_parser("manifest", help="rebuild the manifest from the run folders", formatter_class=fmt)
@@ -119,7 +123,7 @@ def cmd_run(args) -> None:
     tmp = zoo_dir / f".zoo_spec.json.{os.getpid()}"
     shutil.copyfile(args.spec, tmp)
     tmp.replace(zoo_dir / "zoo_spec.json")  # status reads it
-    gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else None
+    gpus = [] if args.gpus == "none" else [g.strip() for g in args.gpus.split(",")] if args.gpus else None
     result = run_zoo(spec, zoo_dir, runs, args.workers, gpus, retry_failed=not args.skip_failed)
     rows = write_manifest(zoo_dir)
     print(
@@ -130,16 +134,20 @@ def cmd_run(args) -> None:
     )
     for rid in result["failed"]:
         print(f"failed: {rid}: see {zoo_dir / 'runs' / rid / 'zoo.log'}")
+    if result["failed"] or result["blocked"]:  # e.g. a SLURM array task then shows as FAILED
+        raise SystemExit(1)
 
 
 def cmd_slurm(args) -> None:
     from zoo.plan import expand, select
-    from zoo.slurm import sbatch_script
+    from zoo.slurm import sbatch_script, submit
     from zoo.spec import load_spec
 
     spec = load_spec(args.spec)
-    if args.shards < 1 or args.gpus_per_task < 1:
-        raise UserError("--shards and --gpus_per_task must be >= 1")
+    if args.shards < 1 or args.cpus_per_task < 1:
+        raise UserError("--shards and --cpus_per_task must be >= 1")
+    if args.gpus_per_task < 0 or (args.workers is not None and args.workers < 1):
+        raise UserError("--gpus_per_task must be >= 0 (0: a CPU array) and --workers >= 1")
     runs = expand(spec)
     empty = sum(not select(runs, args.stage, (i, args.shards)) for i in range(args.shards))
     zoo_dir = Path(args.zoo_dir)
@@ -155,16 +163,19 @@ def cmd_slurm(args) -> None:
         args.time,
         args.partition,
         args.account,
+        args.workers,
+        args.mem,
     )
     path = zoo_dir / f"zoo_{args.stage}.sbatch"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text_atomic(path, text)
     print(
         f"wrote {path}: {args.shards} array tasks"
         + (f" ({empty} with no runs: fewer shards would do)" * bool(empty))
     )
-    print(f"submit: sbatch {path}")
+    if args.submit:
+        print(f"submitted job array {submit(path)} (progress: python zoo.py status --zoo_dir {zoo_dir})")
+    else:
+        print(f"submit: sbatch {path}")
 
 
 def cmd_status(args) -> None:

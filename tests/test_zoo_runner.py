@@ -122,7 +122,9 @@ def test_failures_blocking_retries_and_resume(fake_zoo, monkeypatch, capsys):
     main, spec, zoo_dir = fake_zoo
     bad = "pt_lr0.666_wd0.01_s0"
     monkeypatch.setenv("FAKE_FAIL_LR", "0.666")
-    main(["run", str(spec), "--zoo_dir", str(zoo_dir), "--workers", "2", "--gpus", "3,5"])
+    with pytest.raises(SystemExit) as exited:  # a failed run fails the command (and a SLURM array task)
+        main(["run", str(spec), "--zoo_dir", str(zoo_dir), "--workers", "2", "--gpus", "3,5"])
+    assert exited.value.code == 1
     out = capsys.readouterr().out
     assert "6 runs in this selection: 0 already complete, 3 completed now, 1 failed, 2 blocked" in out
     failed = rf.read_json(zoo_dir / "runs" / bad / "zoo_failed.json")
@@ -146,7 +148,8 @@ def test_failures_blocking_retries_and_resume(fake_zoo, monkeypatch, capsys):
     assert "6 runs (3 done, 0 running, 0 partial, 1 failed, 2 pending); 9/16 model states on disk" in out
     assert f"failed: {bad}: exit code 3" in out
 
-    main(["run", str(spec), "--zoo_dir", str(zoo_dir), "--skip_failed"])  # nothing may start
+    with pytest.raises(SystemExit):  # nothing may start; the runs blocked by the failure still fail it
+        main(["run", str(spec), "--zoo_dir", str(zoo_dir), "--skip_failed"])
     assert len(_launches(zoo_dir)) == 4
     monkeypatch.delenv("FAKE_FAIL_LR")
     main(["run", str(spec), "--zoo_dir", str(zoo_dir)])  # the failed run resumes, its children follow
