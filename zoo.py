@@ -124,7 +124,11 @@ def cmd_run(args) -> None:
     shutil.copyfile(args.spec, tmp)
     tmp.replace(zoo_dir / "zoo_spec.json")  # status reads it
     gpus = [] if args.gpus == "none" else [g.strip() for g in args.gpus.split(",")] if args.gpus else None
-    result = run_zoo(spec, zoo_dir, runs, args.workers, gpus, retry_failed=not args.skip_failed)
+    try:
+        result = run_zoo(spec, zoo_dir, runs, args.workers, gpus, retry_failed=not args.skip_failed)
+    except KeyboardInterrupt:  # scancel, a time limit, ctrl-c: the manifest still records what finished
+        write_manifest(zoo_dir)
+        raise
     rows = write_manifest(zoo_dir)
     print(
         f"{len(runs)} runs in this selection: {result['skipped']} already complete, {len(result['done'])} "

@@ -48,7 +48,7 @@ else
   nproc=$cpus
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cpus / nproc > 0 ? cpus / nproc : 1 ))}
-MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)  # sed, not head: no SIGPIPE
 MASTER_PORT=${MASTER_PORT:-$(( 20000 + SLURM_JOB_ID % 20000 ))}
 # a dead rank makes NCCL abort the survivors' collectives instead of hanging until the timeout
 export TORCH_NCCL_ASYNC_ERROR_HANDLING=1
