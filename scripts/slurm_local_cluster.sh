@@ -100,12 +100,12 @@ SlurmdParameters=config_overrides
 # finished jobs stay visible to scontrol for 10 minutes (no accounting database here)
 MinJobAge=600
 KillWait=10
-NodeName=$host NodeAddr=127.0.0.1 CPUs=${SLURM_LOCAL_CPUS:-8} RealMemory=4000 State=UNKNOWN
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=${SLURM_LOCAL_CPUS:-8} RealMemory=4000 State=UNKNOWN
 PartitionName=cpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
   export SLURM_CONF=$conf
-  slurmctld -i
-  slurmd
+  slurmctld -c  # a fresh state: no jobs from an earlier cluster in DIR
+  slurmd -N localhost  # the node's name resolves on any machine (launchers rendezvous on it)
   for _ in $(seq 300); do  # up when the node is idle (about 5 s)
     if sinfo -h -o %T 2>/dev/null | grep -qx idle; then
       echo "SLURM cluster up in $dir: export SLURM_CONF=$conf"
