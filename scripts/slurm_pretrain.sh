@@ -55,6 +55,13 @@ export TORCH_NCCL_ASYNC_ERROR_HANDLING=1
 echo "slurm_pretrain.sh: job $SLURM_JOB_ID, $SLURM_NNODES node(s) x $nproc rank(s), GPUs per node $gpus," \
   "rendezvous $MASTER_ADDR:$MASTER_PORT, repository $REPO"
 
+# torchrun starts each rank in a session of its own, out of reach of proctrack/pgid: a rank also ends
+# when its torchrun dies, even by SIGKILL (PR_SET_PDEATHSIG, kept across exec)
+rank='import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+if os.getppid() == 1:
+    sys.exit("torchrun is gone")
+os.execv(sys.executable, [sys.executable, "-u", *sys.argv[1:]])'
 # exec: scancel's signal reaches srun, which ends its steps; --kill-on-bad-exit: a failed node ends the rest
 exec srun --kill-on-bad-exit=1 --nodes "$SLURM_NNODES" --ntasks-per-node 1 "$PYTHON" -m torch.distributed.run \
   --nnodes "$SLURM_NNODES" \
@@ -62,4 +69,4 @@ exec srun --kill-on-bad-exit=1 --nodes "$SLURM_NNODES" --ntasks-per-node 1 "$PYT
   --rdzv_id "$SLURM_JOB_ID" \
   --rdzv_backend c10d \
   --rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT" \
-  "$REPO/train_pretrain.py" "$@"
+  --no-python "$PYTHON" -c "$rank" "$REPO/train_pretrain.py" "$@"

@@ -161,7 +161,10 @@ def test_pretrain_launcher_ranks_from_the_allocation(tmp_path, env, ranks, threa
     rendezvous port from the job id; the repository from scontrol's Command= (sbatch runs a copy)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "srun").write_text('#!/bin/bash\necho "OMP_NUM_THREADS=$OMP_NUM_THREADS $*"\n')
+    (bin_dir / "srun").write_text(
+        "#!/usr/bin/env python3\nimport json, os, sys\n"
+        'print(json.dumps([os.environ["OMP_NUM_THREADS"], *sys.argv[1:]]))\n'
+    )
     (bin_dir / "scontrol").write_text(
         '#!/bin/bash\nif [ "$2" = hostnames ]; then echo gpu-01; echo gpu-02; else\n'
         f'echo "JobId=$4 JobName=x Command={SCRIPTS / "slurm_pretrain.sh"} --seed 0 WorkDir=/"; fi\n'
@@ -176,14 +179,31 @@ def test_pretrain_launcher_ranks_from_the_allocation(tmp_path, env, ranks, threa
     }
     run_env = {
         **base, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "123", "SLURM_NNODES": "2",
-        "SLURM_JOB_NODELIST": "gpu-[01-02]", "SLURM_CPUS_PER_TASK": "32", "PYTHON": "python3", **env,
+        "SLURM_JOB_NODELIST": "gpu-[01-02]", "SLURM_CPUS_PER_TASK": "32", "PYTHON": sys.executable, **env,
     }  # fmt: skip
     out = _run(["bash", spool / "slurm_script", "--seed", "0"], run_env, tmp_path)
-    srun = out.strip().splitlines()[-1]
-    assert srun.startswith(f"OMP_NUM_THREADS={threads} --kill-on-bad-exit=1 --nodes 2 --ntasks-per-node 1")
-    assert f"--nnodes 2 --nproc_per_node {ranks} --rdzv_id 123" in srun
-    assert "--rdzv_endpoint gpu-01:20123" in srun
-    assert srun.endswith(f"{REPO_ROOT / 'train_pretrain.py'} --seed 0")
+    threads_seen, *argv = json.loads(out.strip().splitlines()[-1])
+    assert threads_seen == str(threads)
+    torchrun = argv.index("torch.distributed.run") + 1
+    srun_flags = ["--kill-on-bad-exit=1", "--nodes", "2", "--ntasks-per-node", "1"]
+    assert argv[:torchrun] == [*srun_flags, sys.executable, "-m", "torch.distributed.run"]
+    flags = dict(zip(argv[torchrun : torchrun + 10 : 2], argv[torchrun + 1 : torchrun + 10 : 2]))
+    assert flags == {
+        "--nnodes": "2", "--nproc_per_node": str(ranks), "--rdzv_id": "123", "--rdzv_backend": "c10d",
+        "--rdzv_endpoint": "gpu-01:20123",
+    }  # fmt: skip
+    assert argv[torchrun + 10 : torchrun + 13] == ["--no-python", sys.executable, "-c"]
+    assert argv[torchrun + 14 :] == [str(REPO_ROOT / "train_pretrain.py"), "--seed", "0"]
+    # each rank runs through the wrapper: still the same process, now killed with its torchrun
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import ctypes, json, sys\nsig = ctypes.c_int()\nctypes.CDLL(None).prctl(2, ctypes.byref(sig))\n"
+        "print(json.dumps([sig.value, sys.argv[1:]]))\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", argv[torchrun + 13], probe, "--seed", "0"], capture_output=True
+    )
+    assert json.loads(ran.stdout) == [signal.SIGTERM, ["--seed", "0"]]
 
 
 # ---- model zoo ----------------------------------------------------------------------------------------
