@@ -340,3 +340,38 @@ def test_array_scripts_refuse_bad_usage(tmp_path):
     for script in ("slurm_preprocess.sh", "slurm_sweep.sh"):
         done = subprocess.run(["bash", SCRIPTS / script, "--input_path", "x"], capture_output=True, text=True)
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--shards N" in done.stderr
+
+
+def test_zoo_slurm_cpu_array_and_bad_flags(tmp_path):
+    """`zoo.py slurm` (no cluster needed): the default is a CPU array that keeps its engines off GPUs and
+    asks for nothing a small node lacks; bad flags and a missing sbatch are one line, exit 2."""
+    spec = REPO_ROOT / "configs" / "zoo" / "tiny_cpu.json"
+    zoo = [sys.executable, REPO_ROOT / "zoo.py", "slurm", spec, "--zoo_dir", tmp_path / "z", "--shards", "3"]
+    no_sbatch = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # python, but no sbatch
+    done = subprocess.run(list(map(str, [*zoo, "--submit"])), capture_output=True, text=True, env=no_sbatch)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        "error: --submit: sbatch not found (is this a SLURM login node?)"
+    )
+    script = (tmp_path / "z" / "zoo_all.sbatch").read_text()  # written before submitting
+    headers = [line for line in script.splitlines() if line.startswith("#SBATCH")]
+    assert headers[:5] == [
+        "#SBATCH --job-name=zoo-tiny_cpu", "#SBATCH --array=0-2", "#SBATCH --nodes=1", "#SBATCH --ntasks=1",
+        "#SBATCH --cpus-per-task=1",
+    ]  # fmt: skip
+    assert len(headers) == 6 and headers[5].startswith("#SBATCH --output=")  # no GPU, time or memory asked
+    assert (
+        "export CUDA_VISIBLE_DEVICES=\n" in script
+        and '--shard "$SLURM_ARRAY_TASK_ID/3" --workers 1 --gpus none' in script
+    )
+    gpu = _run(
+        [*zoo, "--gpus_per_task", "2", "--cpus_per_task", "8", "--time", "1:00:00"], os.environ, tmp_path
+    )
+    assert "submit: sbatch" in gpu
+    script = (tmp_path / "z" / "zoo_all.sbatch").read_text()
+    assert "#SBATCH --gpus-per-task=2\n#SBATCH --cpus-per-task=8\n#SBATCH --time=1:00:00\n" in script
+    assert "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}" in script and script.rstrip().endswith(
+        "--workers 2"
+    )
+    for bad in (["--gpus_per_task", "-1"], ["--cpus_per_task", "0"], ["--workers", "0"]):
+        done = subprocess.run(list(map(str, [*zoo, *bad])), capture_output=True, text=True)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and bad[0] in done.stderr
