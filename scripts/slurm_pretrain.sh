@@ -62,8 +62,10 @@ ctypes.CDLL(None).prctl(1, signal.SIGTERM)
 if os.getppid() == 1:
     sys.exit("torchrun is gone")
 os.execv(sys.executable, [sys.executable, "-u", *sys.argv[1:]])'
-# exec: scancel's signal reaches srun, which ends its steps; --kill-on-bad-exit: a failed node ends the rest
-exec srun --kill-on-bad-exit=1 --nodes "$SLURM_NNODES" --ntasks-per-node 1 "$PYTHON" -m torch.distributed.run \
+# exec: scancel's signal reaches srun, which ends its steps; --kill-on-bad-exit: a failed node ends the rest;
+# --cpus-per-task: srun no longer inherits it from sbatch (SLURM >= 22.05): without it all ranks share 1 CPU
+exec srun --kill-on-bad-exit=1 --nodes "$SLURM_NNODES" --ntasks-per-node 1 --cpus-per-task "$cpus" \
+  "$PYTHON" -m torch.distributed.run \
   --nnodes "$SLURM_NNODES" \
   --nproc_per_node "$nproc" \
   --rdzv_id "$SLURM_JOB_ID" \

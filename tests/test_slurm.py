@@ -185,7 +185,7 @@ def test_pretrain_launcher_ranks_from_the_allocation(tmp_path, env, ranks, threa
     threads_seen, *argv = json.loads(out.strip().splitlines()[-1])
     assert threads_seen == str(threads)
     torchrun = argv.index("torch.distributed.run") + 1
-    srun_flags = ["--kill-on-bad-exit=1", "--nodes", "2", "--ntasks-per-node", "1"]
+    srun_flags = ["--kill-on-bad-exit=1", "--nodes", "2", "--ntasks-per-node", "1", "--cpus-per-task", "32"]
     assert argv[:torchrun] == [*srun_flags, sys.executable, "-m", "torch.distributed.run"]
     flags = dict(zip(argv[torchrun : torchrun + 10 : 2], argv[torchrun + 1 : torchrun + 10 : 2]))
     assert flags == {
