@@ -103,7 +103,7 @@ def _steps(run: Path) -> list[int]:
 
 
 # ---- pretraining ------------------------------------------------------------------------------------
-PRETRAIN_STEPS = 150
+PRETRAIN_STEPS = 100
 
 
 def test_pretrain_cancelled_job_resumes_bitwise_beside_a_second_job(
