@@ -78,9 +78,13 @@ def plan_job(args, tokenizer) -> dict:
         "max_document_words": args.max_document_words,
         "text_field": args.text_field,
         "par_token": tokenizer.token_to_id("[PAR]") is not None,
-        "piece_bytes": formats.PIECE_BYTES,
+        "piece_bytes": int(args.piece_mb * 2**20),
     }
-    pieces = [p for i, (path, fmt) in enumerate(inputs) for p in formats.plan_pieces(i, path, fmt)]
+    pieces = [
+        p
+        for i, (path, fmt) in enumerate(inputs)
+        for p in formats.plan_pieces(i, path, fmt, options["piece_bytes"])
+    ]
     keys = [[*formats.file_key(path), fmt] for path, fmt in inputs]
     job = {
         "format_version": FORMAT_VERSION,
@@ -212,6 +216,9 @@ def parse_args(argv=None):
     p.add_argument("--text_field", default="text", help="jsonl field / parquet column holding a document")
     p.add_argument("--shard", default=None, help="I/N: process share I of N into OUT/shards (then --merge)")
     p.add_argument("--merge", action="store_true", help="join the finished shards of --output_dir")
+    p.add_argument(
+        "--piece_mb", type=float, default=formats.PIECE_BYTES / 2**20, help="text per unit of work"
+    )
     p.add_argument("--validation_fraction", type=float, default=0.01, help="share of documents held out")
     p.add_argument("--seed", type=int, default=42, help="seed of the validation split")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes over pieces")
@@ -240,6 +247,8 @@ def main(argv=None):
         return _report(out, meta, start)
     if not 0 <= args.validation_fraction < 1:
         raise UserError(f"--validation_fraction {args.validation_fraction} must be in [0, 1)")
+    if args.piece_mb <= 0:
+        raise UserError(f"--piece_mb {args.piece_mb} must be > 0")
     if args.max_document_words is not None and args.max_document_words < 1:
         raise UserError(f"--max_document_words {args.max_document_words} must be >= 1")
     shard, n_shards = parse_shard(args.shard) if args.shard else (0, 1)
