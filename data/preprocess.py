@@ -145,10 +145,13 @@ def process_pieces(out: Path, job: dict, indices: list[int], tokenizer_path: str
 def merge_corpus(out: Path, tokenizer=None) -> dict:
     """OUT/shards -> the corpus arrays + meta.json in OUT (written last: once it is there, all is)."""
     job_path = out / "shards" / "job.json"
+    meta_path = out / "meta.json"
+    if not job_path.is_file() and meta_path.is_file():  # merged before (the parts are gone with it)
+        print(f"{out} already holds a merged corpus; nothing to do")
+        return read_json(meta_path, "corpus meta")
     if not job_path.is_file():
         raise UserError(f"{job_path} not found: run data/preprocess.py --shard I/N into {out} first")
     job = read_json(job_path, "preprocessing job")
-    meta_path = out / "meta.json"
     if meta_path.is_file():
         try:
             if json.loads(meta_path.read_text()).get("fingerprint") == job["fingerprint"]:
