@@ -124,7 +124,7 @@ def process_pieces(out: Path, job: dict, indices: list[int], tokenizer_path: str
         total=sum(job["pieces"][i]["bytes"] for i in todo), unit="B", unit_scale=True, desc="preprocess"
     )
     jobs = [(out, i, job, tokenizer_path) for i in todo]
-    pool = None
+    pool, start = None, time.perf_counter()
     if workers > 1 and len(todo) > 1:
         # tokenizers runs one thread per process here: the processes already fill the cores
         saved = os.environ.get("TOKENIZERS_PARALLELISM")
@@ -140,6 +140,7 @@ def process_pieces(out: Path, job: dict, indices: list[int], tokenizer_path: str
         bar.close()
         if pool is not None:
             pool.terminate()
+    print(f"{len(todo)} pieces processed in {time.perf_counter() - start:.2f}s")
 
 
 def merge_corpus(out: Path, tokenizer=None) -> dict:
