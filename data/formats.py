@@ -193,7 +193,7 @@ def read_piece(path: Path, fmt: str, piece: dict, opts: dict, digest) -> "iter[l
             yield [s for p in doc for s in split_sentences(p)]
     elif fmt == "lines":
         doc = []
-        for line in text.removeprefix("\ufeff").splitlines():
+        for line in text.removeprefix("\ufeff").split("\n"):  # not splitlines: \u2028 is no line break here
             if line.strip():
                 doc.append(line.strip())
             elif doc:
@@ -220,7 +220,7 @@ def read_piece(path: Path, fmt: str, piece: dict, opts: dict, digest) -> "iter[l
                 )
             yield from cut_document(text_sentences(obj[field]), opts["max_document_words"])
     elif fmt == "babylm":
-        for doc in babylm.documents(path, text.removeprefix("\ufeff").splitlines(), opts["par_token"]):
+        for doc in babylm.documents(path, text.removeprefix("\ufeff").split("\n"), opts["par_token"]):
             yield from cut_document(doc, opts["max_document_words"])
     else:
         raise UserError(f"--format {fmt!r} must be one of {', '.join(FORMATS)}")

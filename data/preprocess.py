@@ -143,7 +143,7 @@ def process_pieces(out: Path, job: dict, indices: list[int], tokenizer_path: str
     print(f"{len(todo)} pieces processed in {time.perf_counter() - start:.2f}s")
 
 
-def merge_corpus(out: Path, tokenizer=None) -> dict:
+def merge_corpus(out: Path, tokenizer=None, force: bool = False) -> dict:
     """OUT/shards -> the corpus arrays + meta.json in OUT (written last: once it is there, all is)."""
     job_path = out / "shards" / "job.json"
     meta_path = out / "meta.json"
@@ -153,7 +153,7 @@ def merge_corpus(out: Path, tokenizer=None) -> dict:
     if not job_path.is_file():
         raise UserError(f"{job_path} not found: run data/preprocess.py --shard I/N into {out} first")
     job = read_json(job_path, "preprocessing job")
-    if meta_path.is_file():
+    if meta_path.is_file() and not force:
         try:
             if json.loads(meta_path.read_text()).get("fingerprint") == job["fingerprint"]:
                 print(f"{out} already holds this corpus; nothing to do")
@@ -291,7 +291,7 @@ def main(argv=None):
             print(f"shard {shard}/{n_shards}: {len(mine)} of {len(job['pieces'])} pieces in {out / 'shards'} "
                   f"({time.time() - start:.1f}s); join them with --merge --output_dir {out}")  # fmt: skip
             return
-        meta = merge_corpus(out, tokenizer)
+        meta = merge_corpus(out, tokenizer, force=args.overwrite)
     except UserError:
         if created:  # a first run that failed leaves nothing behind
             shutil.rmtree(out, ignore_errors=True)
