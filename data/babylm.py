@@ -21,7 +21,9 @@ sentences, and its last sentence ends with [PAR] when the tokenizer has that tok
 Not reproduced (named deviations): ELC-BERT's normalize.clean (sacremoses punctuation normalisation and
 ftfy, extra dependencies; the tokenizer's normaliser does the Unicode part); NLTK's punkt splitter (ours is
 data/sentences.py); and ELC-BERT drops the last paragraph of gutenberg and the last line of
-simple_wikipedia at the end of a file (an end-of-file slip): we keep them.
+simple_wikipedia at the end of a file (an end-of-file slip): we keep them. ELC-BERT concatenates the
+processed sources without a separator, so the last document of one source runs into the first of the
+next; here a file's documents end with it.
 """
 
 import re

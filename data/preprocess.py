@@ -277,10 +277,10 @@ def main(argv=None):
             raise UserError(
                 f"--output_dir {out} already holds different data; pass --overwrite to replace it"
             )
-        shutil.rmtree(
-            out / "shards", ignore_errors=True
-        )  # another job's parts; the old corpus stays till merge
-    created = not out.exists()
+        shutil.rmtree(out / "shards", ignore_errors=True)  # another job's parts (the old corpus: till merge)
+    # a first whole run that fails leaves nothing behind; a --shard task never removes OUT, which other
+    # tasks of the array may be writing into
+    created = not out.exists() and not args.shard
     try:
         if not same_job:
             write_text_atomic(out / "shards" / "tokenizer.json", tokenizer.to_str(pretty=True))
@@ -293,7 +293,7 @@ def main(argv=None):
             return
         meta = merge_corpus(out, tokenizer, force=args.overwrite)
     except UserError:
-        if created:  # a first run that failed leaves nothing behind
+        if created:
             shutil.rmtree(out, ignore_errors=True)
         raise
     _report(out, meta, start)
