@@ -266,12 +266,13 @@ def main(argv=None):
     if old_meta.get("fingerprint") == job["fingerprint"] and not args.overwrite:
         print(f"{out} already holds this corpus (same inputs, tokenizer and options); nothing to do")
         return
+    # shards/ without a job.json is a run (or a concurrent --shard task) that had not started yet; looked
+    # at before job.json is read, so a job.json a concurrent task writes in between is seen as the same job
+    others = [e for e in out.iterdir() if e.name != "shards" or job_path.is_file()] if out.is_dir() else []
     try:
         same_job = read_json(job_path)["fingerprint"] == job["fingerprint"]
     except (UserError, KeyError, TypeError):
         same_job = False
-    # shards/ without a job.json is a run (or a concurrent --shard task) that had not started yet
-    others = [e for e in out.iterdir() if e.name != "shards" or job_path.is_file()] if out.is_dir() else []
     if not same_job and others:
         if not args.overwrite:
             raise UserError(

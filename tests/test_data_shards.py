@@ -66,9 +66,15 @@ def test_three_shards_merged_equal_one(inputs, tokenizer_path, tmp_path):
     ok(run(*common, "--output_dir", whole, "--shard", "0/1"))
     ok(run("--merge", "--output_dir", whole))
     shard_out = tmp_path / "sharded"
-    for i in (2, 0, 1):  # any order, as a SLURM array runs them
-        proc = ok(run(*common, "--output_dir", shard_out, "--shard", f"{i}/3"))
-        assert "--merge" in proc.stdout and not (shard_out / "meta.json").exists()
+    procs = [  # at the same time into one folder, as a SLURM array runs them
+        subprocess.Popen([sys.executable, SCRIPT, *map(str, [*common, "--output_dir", shard_out]), "--shard",
+                          f"{i}/3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in (2, 0, 1)
+    ]  # fmt: skip
+    for proc in procs:
+        stdout, stderr = proc.communicate()
+        assert proc.returncode == 0 and "--merge" in stdout, stderr
+    assert not (shard_out / "meta.json").exists()
     ok(run("--merge", "--output_dir", shard_out))
     same_corpus(whole, shard_out)
     assert not (shard_out / "shards").exists()
