@@ -1,4 +1,8 @@
-"""Reader of a processed corpus folder written by data/preprocess.py (arrays are memory-mapped)."""
+"""Reader of a processed corpus folder written by data/preprocess.py (arrays are memory-mapped).
+
+However many shards and machines produced it, a corpus is one set of arrays: `data/preprocess.py --merge`
+joins the shards' parts into them (see data/shards.py), so readers never see the shards.
+"""
 
 import json
 from functools import cached_property
@@ -14,6 +18,10 @@ SPLITS = ("train", "validation")
 
 def read_meta(corpus_dir) -> dict:
     path = Path(corpus_dir) / "meta.json"
+    if not path.is_file() and (Path(corpus_dir) / "shards" / "job.json").is_file():
+        raise UserError(
+            f"{corpus_dir} holds shards not merged yet: run data/preprocess.py --merge --output_dir DIR"
+        )
     if not path.is_file():
         raise UserError(f"{path} not found: --input_path must be a folder written by data/preprocess.py")
     try:

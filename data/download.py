@@ -1,12 +1,19 @@
 """Fetch the public datasets into the data-root layout, resumably (HTTP Range) and checked (sha256).
 
-    python data/download.py --dataset squad ud_ewt blimp sst2 babylm_10m --output_dir DATA_ROOT
+    python data/download.py --dataset gutenberg squad ud_ewt blimp sst2 babylm_10m --output_dir DATA_ROOT
         [--base_url http://mirror/]   # a mirror laid out like the data root: BASE/<path in data root>
 
 Each file goes to <output_dir>/<path> (point $BERT_DATA_ROOT at output_dir to use it), downloaded first to
 <path>.part, which a rerun continues with an HTTP Range request; it is renamed into place only once
-its sha256 matches the manifest below (where the checksum is known). Archives (SST-2, BabyLM) are
-then extracted into the same layout. Files already present and verified are skipped.
+its sha256 matches the manifest below (where the checksum is known); a file with mirrors is tried at
+each in turn. Archives (SST-2, BabyLM) are then extracted into the same layout (BabyLM keeps its
+*.train / *.dev / *.test names, which data/preprocess.py reads as --format babylm). Files already present
+and verified are skipped.
+
+gutenberg: the quick start's corpus, 87 Project Gutenberg books (84 train, 3 dev) as staged in the data
+root: byte-identical to the blobs of rcdm-uga/Gutenberg_Text at commit GUTENBERG_COMMIT, fetched from
+GitHub or its jsDelivr mirror and checked against the sha256 in data/gutenberg_manifest.tsv (which also
+gives each book's Project Gutenberg eBook number and its path in that repository).
 """
 
 import hashlib
@@ -15,6 +22,7 @@ import os
 import shutil
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
@@ -34,7 +42,8 @@ class Remote:
     path: str  # where it goes under the data root (and where a --base_url mirror serves it)
     sha256: str | None = None  # None where no official checksum is known
     extract: dict = field(default_factory=dict)  # archive member prefix -> folder under the data root
-    rename_suffix: str | None = None  # give extracted files this suffix (BabyLM's .train -> .txt)
+    rename_suffix: str | None = None  # give extracted files this suffix
+    mirrors: tuple = ()  # other addresses serving the same bytes, tried in turn after url
 
 
 SQUAD = "https://rajpurkar.github.io/SQuAD-explorer/dataset/"
@@ -113,13 +122,32 @@ wh_vs_that_with_gap_long_distance:3cb19100d6384264e512801e96c20e172a3c0c7778276b
 """
 
 
+GUTENBERG_COMMIT = "a0b16d35a9851168ce9ac649851c17b7ab08d48e"
+GUTENBERG_MANIFEST = Path(__file__).with_name("gutenberg_manifest.tsv")
+
+
+def _gutenberg() -> list[Remote]:
+    """One Remote per book of data/gutenberg_manifest.tsv (file, pg_ebook_id, sha256, source_path_in_repo)."""
+    rows = [line.split("\t") for line in GUTENBERG_MANIFEST.read_text().splitlines()[1:] if line]
+    remotes = []
+    for file, _ebook, sha, source in rows:
+        quoted = urllib.parse.quote(source)
+        remotes.append(Remote(
+            f"https://raw.githubusercontent.com/rcdm-uga/Gutenberg_Text/{GUTENBERG_COMMIT}/{quoted}",
+            f"corpus/{file}", sha,
+            mirrors=(f"https://cdn.jsdelivr.net/gh/rcdm-uga/Gutenberg_Text@{GUTENBERG_COMMIT}/{quoted}",),
+        ))  # fmt: skip
+    return remotes
+
+
 def _babylm(subset: str) -> Remote:
     prefixes = {f"babylm_data/babylm_{subset}/": f"corpus/babylm/{subset}/"}
     prefixes.update({f"babylm_data/babylm_{s}/": f"corpus/babylm/{s}/" for s in ("dev", "test")})
-    return Remote(BABYLM_2023, "corpus/babylm/babylm_data.zip", None, prefixes, ".txt")
+    return Remote(BABYLM_2023, "corpus/babylm/babylm_data.zip", None, prefixes)
 
 
 DATASETS = {
+    "gutenberg": _gutenberg(),
     "squad": [
         Remote(SQUAD + "train-v1.1.json", "squad/train-v1.1.json",
                "3527663986b8295af4f7fcdff1ba1ff3f72d07d61a20f487cb238a6ef92fd955"),
@@ -231,10 +259,17 @@ def download(name: str, root: Path, base_url: str | None = None, force: bool = F
     done = []
     for remote in DATASETS[name]:
         dest = root / remote.path
-        url = base_url.rstrip("/") + "/" + remote.path if base_url else remote.url
+        urls = [base_url.rstrip("/") + "/" + remote.path] if base_url else [remote.url, *remote.mirrors]
         present = dest.is_file() and (remote.sha256 is None or sha256_of(dest) == remote.sha256)
         if force or not present:
-            fetch(url, dest, remote.sha256)
+            for i, url in enumerate(urls):
+                try:
+                    fetch(url, dest, remote.sha256)
+                    break
+                except UserError as err:  # unreachable or wrong bytes: the next mirror, if any
+                    if i == len(urls) - 1:
+                        raise
+                    print(f"{err}; trying {urls[i + 1]}", file=sys.stderr)
             print(f"fetched {url} -> {dest}")
         done.append(dest)
         if remote.extract:

@@ -126,6 +126,34 @@ def test_archives_are_extracted_into_the_data_root_layout(data_root, mirror_of, 
         assert sha(out / "sst2" / name) == sha(data_root / "sst2" / name)
     assert not (out / "sst2" / "README.txt").exists()
     download("babylm_10m", out, base_url=mirror.url)
-    assert (out / "corpus/babylm/10M/aochildes.txt").read_text() == "10M text\n"
-    assert (out / "corpus/babylm/dev/aochildes.txt").read_text() == "dev text\n"
+    assert (out / "corpus/babylm/10M/aochildes.10m").read_text() == "10M text\n"
+    assert (out / "corpus/babylm/dev/aochildes.dev").read_text() == "dev text\n"
     assert not (out / "corpus/babylm/100M").exists()
+
+
+def test_gutenberg_corpus_from_a_mirror_with_real_checksums(data_root, mirror_of, tmp_path):
+    remotes = DATASETS["gutenberg"]
+    assert len(remotes) == 87 and all(r.sha256 and r.mirrors for r in remotes)
+    # every book of the data root, at its data-root path, with the manifest's checksum
+    staged = sorted((data_root / "corpus" / "gutenberg").rglob("*.txt"))
+    assert sorted(data_root / r.path for r in remotes) == staged
+    mirror = mirror_of(data_root)
+    paths = download("gutenberg", tmp_path, base_url=mirror.url)
+    assert len(paths) == 87
+    for remote in remotes[:5] + remotes[-3:]:
+        assert sha(tmp_path / remote.path) == remote.sha256 == sha(data_root / remote.path)
+    assert "Gutenberg_Text/" in remotes[0].url and "%20" in remotes[0].url  # the repo's paths, quoted
+
+
+def test_a_failing_address_falls_back_to_the_mirror(data_root, mirror_of, tmp_path, monkeypatch):
+    from data import download as dl
+
+    mirror = mirror_of(data_root)
+    book = DATASETS["gutenberg"][0]
+    remote = dl.Remote(
+        f"{mirror.url}/missing/{book.path}", book.path, book.sha256, mirrors=(f"{mirror.url}/{book.path}",)
+    )
+    monkeypatch.setitem(dl.DATASETS, "one_book", [remote])
+    assert download("one_book", tmp_path) == [tmp_path / book.path]
+    assert sha(tmp_path / book.path) == book.sha256
+    assert [p for p, _ in mirror.log] == [f"missing/{book.path}", book.path]
