@@ -1,0 +1,104 @@
+"""A run folder written by the code of 2026-12-01 (tests/fixtures/run_2026_12_01: a bert model of hidden 16,
+2 layers, NSP, AdamW, 4 steps of batch 4 x length 32 on the fixture books, seed 5, checkpoint at step 2 and
+the weights of step 4) still loads, resumes bitwise and converts to Hugging Face with today's code, also
+when its config.json lacks a key that a later model knob adds."""
+
+import json
+import shutil
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file
+
+import train_pretrain
+from model.convert import main as convert_main
+from model.io import load_model
+from utils.paths import REPO_ROOT
+
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "run_2026_12_01"
+TOKENIZER = FIXTURE / "tokenizer.json"
+FLAGS = {
+    "config_file": FIXTURE / "model.json", "seq_length": 32, "batch_size": 4, "max_steps": 4,
+    "learning_rate": 2e-3, "warmup_steps": 1, "log_freq": 1, "save_every": 2, "checkpoint_steps": 2,
+    "device": "cpu", "mixed_precision": "no", "seed": 5,
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def corpus(fixture_books, tmp_path_factory):
+    """The fixture books preprocessed with the saved run's own tokenizer (tokenizer training may differ
+    between sessions; preprocessing with a given tokenizer does not)."""
+    from data.preprocess import main as preprocess
+
+    out = tmp_path_factory.mktemp("saved_run_corpus") / "processed"
+    args = ["--input_path", *map(str, fixture_books), "--vocab_path", str(TOKENIZER)]
+    preprocess(
+        [*args, "--output_dir", str(out), "--validation_fraction", "0.05", "--seed", "0", "--workers", "1"]
+    )
+    return out
+
+
+def copy_run(dst, corpus, tok):
+    """The fixture run, its paths (a temporary folder of the day it was written) pointed at this test's."""
+    shutil.copytree(FIXTURE / "checkpoints", dst / "checkpoints")
+    moved = {"input_path": str(corpus), "vocab_path": str(tok), "output_dir": str(dst)}
+    for path in (FIXTURE / "run_args.json", FIXTURE / "checkpoints" / "step_2" / "args.json"):
+        saved = {**json.loads(path.read_text()), **moved}
+        target = dst / path.relative_to(FIXTURE)
+        target.write_text(json.dumps(saved, indent=2, sort_keys=True))
+
+
+def run(corpus, tok, out, *extra):
+    args = {**FLAGS, "input_path": corpus, "vocab_path": tok, "output_dir": out}
+    train_pretrain.main(
+        [x for k, v in args.items() for x in (f"--{k}", str(v))] + ["--no_tensorboard", "--no_unpad", *extra]
+    )
+
+
+def test_saved_run_resumes_bitwise(corpus, tmp_path):
+    # today's code from scratch writes the very step-2 weights that the saved run holds
+    run(corpus, TOKENIZER, tmp_path / "fresh")
+    fresh = load_file(tmp_path / "fresh" / "checkpoints" / "step_2" / "model.safetensors")
+    saved = load_file(FIXTURE / "checkpoints" / "step_2" / "model.safetensors")
+    assert fresh.keys() == saved.keys()
+    assert all(torch.equal(fresh[k], saved[k]) for k in saved)
+    # resuming the saved run's step 2 reaches the saved run's own step 4, bitwise
+    copy_run(tmp_path / "old", corpus, TOKENIZER)
+    run(corpus, TOKENIZER, tmp_path / "old")
+    resumed = load_file(tmp_path / "old" / "checkpoints" / "step_4" / "model.safetensors")
+    expected = load_file(FIXTURE / "step_4_model.safetensors")
+    assert resumed.keys() == expected.keys()
+    assert all(torch.equal(resumed[k], expected[k]) for k in expected)
+
+
+def test_saved_checkpoint_loads_without_a_later_key_and_converts(tmp_path):
+    ckpt = tmp_path / "step_2"
+    shutil.copytree(FIXTURE / "checkpoints" / "step_2", ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    del config["pad_token_id"]  # as an older config lacks a key that a newer ModelConfig field adds
+    (ckpt / "config.json").write_text(json.dumps(config))
+    model = load_model(ckpt).eval()
+    assert model.config.pad_token_id == 0  # the field's default
+    convert_main(["--to_hf", str(ckpt), "--output_dir", str(tmp_path / "hf")])
+    hf = transformers.BertForPreTraining.from_pretrained(tmp_path / "hf", attn_implementation="eager").eval()
+    ids = torch.randint(5, 4096, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    with torch.no_grad():
+        ours = model(ids, mask)
+        ref = hf(input_ids=ids, attention_mask=mask)
+    torch.testing.assert_close(ours.mlm_logits, ref.prediction_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.nsp_logits, ref.seq_relationship_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_config_key_is_still_refused(tmp_path):
+    from utils.errors import UserError
+
+    ckpt = tmp_path / "step_2"
+    shutil.copytree(FIXTURE / "checkpoints" / "step_2", ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["hiden_size"] = 16  # a typo
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="unknown key 'hiden_size'"):
+        load_model(ckpt)
