@@ -235,7 +235,6 @@ def _train(args, info: DistInfo) -> None:
                 start_step=trainer.step,
                 pin_memory=cuda,
                 max_steps=ph.end,
-                unpad=args.unpad,
             ) as loader:
                 trainer.fit(loader, ph.end, callbacks=[after_step])
             if trainer.should_stop:

@@ -96,9 +96,8 @@ def runners_for(case_args, ours, hf, batches, args):
         "full-logit head": lambda: OursRunner("full-logit head", copy(), objective=full_logits, **common),
         "unfused QKV": lambda: OursRunner("unfused QKV", unfuse_qkv(copy()), **common),
         "mask always": lambda: OursRunner(
-            "mask always", copy(), objective=ExplicitMaskObjective(nsp=True), unpad=False, **common
+            "mask always", copy(), objective=ExplicitMaskObjective(nsp=True), **common
         ),
-        "padded layers": lambda: OursRunner("padded layers", copy(), unpad=False, **common),
         "vocab unpadded": lambda: OursRunner("vocab unpadded", copy(pad_vocab_to_multiple_of=1), **common),
         "AdamW for-loop": lambda: OursRunner("AdamW for-loop", copy(), optimizer="adamw_loop", **common),
         "AdamW foreach": lambda: OursRunner("AdamW foreach", copy(), optimizer="adamw_foreach", **common),

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from model.config import ModelConfig
+from model.encoder import Encoder
 from model.heads import ClassifierConfig, QuestionAnsweringModel, SequenceClassificationModel
 from model.io import CONFIG_NAME, WEIGHTS_NAME, load_any, load_state, read_safetensors
-from model.pretraining import BACKBONE_CLASSES
 from utils.errors import UserError
 
 
@@ -86,7 +86,7 @@ def shadow_builder(config: ModelConfig, info: dict):
     """A CPU twin factory for training/checkpoint.py's writer (it copies the weights into the twin)."""
 
     def build():
-        encoder = BACKBONE_CLASSES[config.backbone][0](config)
+        encoder = Encoder(config)
         head = ClassifierConfig.from_dict(info["head"]) if info["head"] is not None else None
         return build_model(info["task"], encoder, head, head_seed=0)
 

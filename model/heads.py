@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from model.common import layer_weights_of, no_weight_decay_names
+from model.common import no_weight_decay_names
 from utils.errors import UserError
 
 POOLINGS = ("cls", "pooler", "mean")
@@ -58,7 +58,7 @@ class EncoderModel(nn.Module):
         self.config = encoder.config  # the backbone's ModelConfig
 
     def layer_weights(self) -> dict[str, torch.Tensor]:
-        return layer_weights_of(self.encoder)
+        return self.encoder.layer_weights()
 
     def no_weight_decay(self) -> set[str]:
         return no_weight_decay_names(self)
@@ -84,7 +84,7 @@ def mlp(width: int, cfg: ClassifierConfig) -> nn.Sequential:
 class SequenceClassificationModel(EncoderModel):
     def __init__(self, encoder: nn.Module, cfg: ClassifierConfig):
         super().__init__(encoder)
-        if cfg.pooling == "pooler" and not hasattr(encoder, "pooler"):
+        if cfg.pooling == "pooler" and getattr(encoder, "pooler", None) is None:
             raise UserError(
                 f"classifier: pooling='pooler' needs a bert backbone, got {self.config.backbone!r}"
             )

@@ -3,32 +3,23 @@
 import torch
 import torch.nn as nn
 
-from model.bert import BertEncoder, BertMLMHead, BertNSPHead
-from model.common import PreTrainingOutput, layer_weights_of, no_weight_decay_names
+from model.common import PreTrainingOutput, no_weight_decay_names
 from model.config import ModelConfig
-from model.ltg import LtgEncoder, LtgMLMHead, LtgNSPHead
-
-BACKBONE_CLASSES = {  # backbone -> (encoder, MLM head, NSP head)
-    "bert": (BertEncoder, BertMLMHead, BertNSPHead),
-    "ltg": (LtgEncoder, LtgMLMHead, LtgNSPHead),
-}
+from model.encoder import BACKBONES, Encoder
 
 
 class PreTrainingModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        encoder_cls, mlm_cls, nsp_cls = BACKBONE_CLASSES[config.backbone]
-        self.encoder = encoder_cls(config)
-        self.mlm_head = mlm_cls(config)
-        self.nsp_head = nsp_cls(config) if config.next_sentence_prediction else None
+        backbone = BACKBONES[config.backbone]
+        self.encoder = Encoder(config)
+        self.mlm_head = backbone.mlm_head(config)
+        self.nsp_head = backbone.nsp_head(config) if config.next_sentence_prediction else None
 
-    def forward(
-        self, input_ids, attention_mask=None, token_type_ids=None, masked_positions=None, token_index=None
-    ):
-        # input_ids [B,S]; attention_mask [B,S] (1 = token) or None; masked_positions [B,P] or None;
-        # token_index [T] or None: the real tokens, so that the layers skip padding (model.common.Unpadded)
-        out = self.encoder(input_ids, attention_mask, token_type_ids, token_index=token_index)
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, masked_positions=None):
+        # input_ids [B,S]; attention_mask [B,S] (1 = token) or None; masked_positions [B,P] or None
+        out = self.encoder(input_ids, attention_mask, token_type_ids)
         h = out.last_hidden_state  # [B,S,H]
         if masked_positions is not None:
             # gather the fixed-shape [B,P] positions before the head: BERT would otherwise compute
@@ -42,7 +33,7 @@ class PreTrainingModel(nn.Module):
         return PreTrainingOutput(mlm_logits, nsp_logits)
 
     def layer_weights(self) -> dict[str, torch.Tensor]:
-        return layer_weights_of(self.encoder)
+        return self.encoder.layer_weights()
 
     def no_weight_decay(self) -> set[str]:
         return no_weight_decay_names(self)

@@ -285,7 +285,7 @@ def test_ltg_layer_output_stored(variant):
     ids, mask, _ = batch(m.config)
     with torch.no_grad():
         states = m.encoder(ids, mask, output_hidden_states=True).hidden_states
-        x, relative = m.encoder.embeddings(ids)
+        x, (relative,) = m.encoder.embeddings(ids)
         layer = m.encoder.layers[0]
         a = layer.attention(x, mask[:, None, None, :].bool(), relative)
         want = a + layer.ffn(x + a)

@@ -52,7 +52,7 @@ def copy_run(dst, corpus, tok):
 def run(corpus, tok, out, *extra):
     args = {**FLAGS, "input_path": corpus, "vocab_path": tok, "output_dir": out}
     train_pretrain.main(
-        [x for k, v in args.items() for x in (f"--{k}", str(v))] + ["--no_tensorboard", "--no_unpad", *extra]
+        [x for k, v in args.items() for x in (f"--{k}", str(v))] + ["--no_tensorboard", *extra]
     )
 
 

@@ -90,7 +90,7 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     mask = batch.get("attention_mask")
     if isinstance(mask, Tensor) and mask.device.type == "cpu" and bool(mask.all()):
         # no padding: no mask tensor, so SDPA may take the flash kernel (checked on the host: no sync)
-        batch = {**batch, "attention_mask": None, "token_index": None}
+        batch = {**batch, "attention_mask": None}
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 

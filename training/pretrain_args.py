@@ -159,15 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--init_seed", type=int, default=None, help="seed of the weight initialisation (default: --seed)")
     a("--data_seed", type=int, default=None, help="seed of data order and masking (default: --seed)")
 
-    hardware = p.add_argument_group("hardware").add_argument
-    add_hardware_flags(hardware)
-    hardware(
-        "--no_unpad",
-        dest="unpad",
-        action="store_false",
-        help="run every layer over the padding too (default: batches with padding send only their real "
-        "tokens through the token-wise layers; same numbers, fewer FLOPs, other dropout draws)",
-    )
+    add_hardware_flags(p.add_argument_group("hardware").add_argument)
 
     a = p.add_argument_group("checkpoints and logging").add_argument
     a(

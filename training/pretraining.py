@@ -49,7 +49,6 @@ class PretrainingObjective:
             attention_mask=batch.get("attention_mask"),  # [b,S]
             token_type_ids=batch.get("token_type_ids") if self.token_types else None,
             masked_positions=batch["masked_positions"],  # [b,P]
-            token_index=batch.get("token_index"),  # [T] real tokens (padded batches, --unpad) or None
         )
         labels = batch["masked_labels"]  # [b,P], IGNORE on padding slots
         mlm, mlm_correct = summed_cross_entropy(out.mlm_logits, labels, self.label_smoothing)  # [b,P,V]
