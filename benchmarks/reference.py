@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.batches import IGNORE, full_labels
-from model import PreTrainingModel
+from model import PretrainingModel
 from model.bert import BertSelfAttention
-from training.pretraining import PretrainingObjective
+from training.pretraining_objective import PretrainingObjective
 
 
 def with_explicit_mask(batch: dict) -> dict:
@@ -46,7 +46,7 @@ class FullLogitObjective(PretrainingObjective):
         out = model(
             input_ids=batch["input_ids"],  # [B,S]
             attention_mask=batch.get("attention_mask"),
-            token_type_ids=batch.get("token_type_ids") if self.token_types else None,
+            token_type_ids=batch.get("token_type_ids"),
         )
         labels = full_labels(batch)  # [B,S]
         logits = out.mlm_logits  # [B,S,V]
@@ -89,18 +89,18 @@ class UnfusedSelfAttention(BertSelfAttention):
         return tuple(t.transpose(1, 2) for t in split)
 
 
-def unfuse_qkv(model: PreTrainingModel) -> PreTrainingModel:
+def unfuse_qkv(model: PretrainingModel) -> PretrainingModel:
     """In place: every bert layer's fused qkv becomes three Linears."""
     for layer in model.encoder.layers:
         layer.attention = UnfusedSelfAttention(layer.attention)
     return model
 
 
-def with_config(model: PreTrainingModel, **changes) -> PreTrainingModel:
+def with_config(model: PretrainingModel, **changes) -> PretrainingModel:
     """A new model with config fields changed (e.g. pad_vocab_to_multiple_of) holding model's weights:
     vocabulary rows are cut to the new padded size, or zero-filled beyond the old one."""
     config = type(model.config).from_dict({**model.config.to_dict(), **changes})
-    new = PreTrainingModel(config)
+    new = PretrainingModel(config)
     own = new.state_dict()
     state = {}
     for name, tensor in model.state_dict().items():

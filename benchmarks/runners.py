@@ -22,7 +22,7 @@ from training.distributed import DistInfo
 from training.loop import Trainer, TrainerConfig
 from training.optim import build_optimizer, param_groups
 from training.precision import autocast
-from training.pretraining import PretrainingObjective
+from training.pretraining_objective import PretrainingObjective
 from training.schedules import build_schedule
 
 LR, WEIGHT_DECAY, BETAS, EPS = 1e-4, 0.01, (0.9, 0.999), 1e-6

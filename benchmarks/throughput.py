@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from benchmarks.batches import corpus_batches, make_corpus, padding_share  # noqa: E402
 from benchmarks.reference import ExplicitMaskObjective, FullLogitObjective, unfuse_qkv, with_config  # noqa: E402
 from benchmarks.runners import HFRunner, OursRunner, static_bytes, step_memory, sync  # noqa: E402
-from model import ModelConfig, PreTrainingModel  # noqa: E402
+from model import ModelConfig, PretrainingModel  # noqa: E402
 from model.convert import save_hf_bert  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.paths import REPO_ROOT  # noqa: E402
@@ -78,7 +78,7 @@ def build_models(config: ModelConfig, work: Path):
     from transformers import BertForPreTraining
 
     torch.manual_seed(0)
-    ours = PreTrainingModel(config)
+    ours = PretrainingModel(config)
     save_hf_bert(ours, work / "hf")
     hf = BertForPreTraining.from_pretrained(work / "hf", attn_implementation="sdpa", dtype=torch.float32)
     return ours, hf

@@ -64,8 +64,22 @@ def build_model(task, encoder, head: ClassifierConfig | None, head_seed: int) ->
     pooler = getattr(encoder, "pooler", None)
     if pooler is not None and not uses_pooler:  # unused: DDP would wait for its gradients forever
         pooler.requires_grad_(False)
-    model.finetune_info = {"task": task, "head": head.to_dict() if head is not None else None}
     return model
+
+
+def finetune_record(task: str, head: ClassifierConfig | None) -> dict:
+    """What rebuilds a fine-tuned model besides its encoder config: checkpoint.json's "finetune" entry."""
+    return {"task": task, "head": head.to_dict() if head is not None else None}
+
+
+def read_finetune_record(directory) -> dict:
+    """The "finetune" entry of a fine-tuning checkpoint's checkpoint.json (see finetune_record)."""
+    try:
+        return json.loads((Path(directory) / "checkpoint.json").read_text())["finetune"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(
+            f"{directory}: not a fine-tuning checkpoint (checkpoint.json without 'finetune')"
+        ) from None
 
 
 def freeze(model, freeze_encoder: bool, freeze_layers: int) -> None:
@@ -94,14 +108,9 @@ def shadow_builder(config: ModelConfig, info: dict):
 
 
 def load_finetuned(directory, device="cpu") -> torch.nn.Module:
-    """A fine-tuned model from checkpoints/epoch_E/ (encoder + head), with `.finetune_info`."""
+    """A fine-tuned model from checkpoints/epoch_E/ (encoder + head)."""
     directory = Path(directory)
-    try:
-        info = json.loads((directory / "checkpoint.json").read_text())["finetune"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(
-            f"{directory}: not a fine-tuning checkpoint (checkpoint.json without 'finetune')"
-        ) from None
+    info = read_finetune_record(directory)
     config = ModelConfig.from_json(directory / CONFIG_NAME)
     with torch.device(device):
         model = shadow_builder(config, info)()

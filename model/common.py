@@ -15,7 +15,7 @@ class EncoderOutput:
 
 
 @dataclass
-class PreTrainingOutput:
+class PretrainingOutput:
     mlm_logits: torch.Tensor  # [B,P,vocab_size] at masked_positions, or [B,S,vocab_size]
     nsp_logits: torch.Tensor | None  # [B,2], None without an NSP head
 

@@ -11,7 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from model.config import ModelConfig
-from model.pretraining import PreTrainingModel
+from model.pretraining_model import PretrainingModel
 from utils.errors import UserError
 
 WEIGHTS_NAME = "model.safetensors"
@@ -62,20 +62,20 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
     model.load_state_dict(state, strict=True)
 
 
-def load_model(directory, device="cpu") -> PreTrainingModel:
-    """Rebuild a PreTrainingModel from directory/config.json alone and load directory/model.safetensors."""
+def load_model(directory, device="cpu") -> PretrainingModel:
+    """Rebuild a PretrainingModel from directory/config.json alone and load directory/model.safetensors."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"checkpoint folder not found: {directory}")
     config = ModelConfig.from_json(directory / CONFIG_NAME)
     state = read_safetensors(directory / WEIGHTS_NAME, device)
     with torch.device(device):
-        model = PreTrainingModel(config)
+        model = PretrainingModel(config)
     load_state(model, state, str(directory / WEIGHTS_NAME))
     return model
 
 
-def load_any(directory, flag: str = "") -> PreTrainingModel:
+def load_any(directory, flag: str = "") -> PretrainingModel:
     """One of our checkpoint folders (config.json has "backbone") or a Hugging Face BERT folder (converted
     with model.convert.load_hf_bert). Errors name `flag` (the command-line flag that gave the folder)."""
     from model.convert import load_hf_bert  # model.convert imports this module

@@ -7,10 +7,10 @@ import torch
 import torch.nn as nn
 
 from finetune.batching import collate
-from model import ModelConfig, PreTrainingModel
+from model import ModelConfig, PretrainingModel
 from model.bert import BertLayer
 from model.heads import ClassifierConfig, SequenceClassificationModel
-from training.pretraining import PretrainingObjective
+from training.pretraining_objective import PretrainingObjective
 from utils.paths import REPO_ROOT
 
 
@@ -28,9 +28,9 @@ class ConvBertLayer(BertLayer):
         return x + self.conv(real.transpose(1, 2)).transpose(1, 2)
 
 
-def conv_model(config) -> PreTrainingModel:
+def conv_model(config) -> PretrainingModel:
     torch.manual_seed(0)
-    model = PreTrainingModel(config)
+    model = PretrainingModel(config)
     model.encoder.layers = nn.ModuleList(ConvBertLayer(config) for _ in range(config.num_hidden_layers))
     return model.eval()
 
@@ -71,7 +71,7 @@ def test_token_mixing_layer_same_in_pretraining_and_finetuning():
         a, b = seen["pretraining"][i, :n], seen["finetuning"][i, :n]
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     # the convolution matters: without it the outputs differ
-    plain = PreTrainingModel(config).eval()
+    plain = PretrainingModel(config).eval()
     plain.encoder.load_state_dict(pretrain.encoder.state_dict(), strict=False)
     with torch.no_grad():
         base = plain.encoder(ids, mask).last_hidden_state

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from model import ModelConfig, PreTrainingModel
+from model import ModelConfig, PretrainingModel
 from model.heads import ClassifierConfig, QuestionAnsweringModel, SequenceClassificationModel
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def encoder(name="tiny"):
     torch.manual_seed(0)
-    return PreTrainingModel(ModelConfig.from_json(REPO_ROOT / "configs" / f"{name}.json")).encoder.eval()
+    return PretrainingModel(ModelConfig.from_json(REPO_ROOT / "configs" / f"{name}.json")).encoder.eval()
 
 
 def batch():

@@ -3,12 +3,12 @@
 import torch
 import torch.nn as nn
 
-from model.common import PreTrainingOutput, no_weight_decay_names
+from model.common import PretrainingOutput, no_weight_decay_names
 from model.config import ModelConfig
 from model.encoder import BACKBONES, Encoder
 
 
-class PreTrainingModel(nn.Module):
+class PretrainingModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -30,7 +30,7 @@ class PreTrainingModel(nn.Module):
         nsp_logits = None
         if self.nsp_head is not None:
             nsp_logits = self.nsp_head(out.pooled_output, out.last_hidden_state)  # [B,2]
-        return PreTrainingOutput(mlm_logits, nsp_logits)
+        return PretrainingOutput(mlm_logits, nsp_logits)
 
     def layer_weights(self) -> dict[str, torch.Tensor]:
         return self.encoder.layer_weights()
