@@ -137,7 +137,7 @@ def log_step(trainer: Trainer, logger: MetricsLogger, phase, step: int, full: bo
     logger.log(step, values)
     weights = {
         f"{name}_{i}": w
-        for name, softmaxed in trainer.model.layer_weights().items()
+        for name, softmaxed in trainer.model.softmaxed_layer_weights().items()
         for i, w in enumerate(softmaxed.detach().float().flatten().tolist())
     }
     logger.scalars(step, weights, "layer_weights")

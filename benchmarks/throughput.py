@@ -16,7 +16,6 @@ steps of the measured step time, saving with training.checkpoint.CheckpointWrite
 """
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from benchmarks.runners import HFRunner, OursRunner, static_bytes, step_memory, 
 from model import ModelConfig, PretrainingModel  # noqa: E402
 from model.convert import save_hf_bert  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
+from utils.files import write_json_atomic  # noqa: E402
 from utils.paths import REPO_ROOT  # noqa: E402
 from utils.repro import code_version  # noqa: E402
 
@@ -295,10 +295,7 @@ def main(argv=None) -> None:
     if args.json:
         meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **code_version(),
                 "torch": torch.__version__, "argv": sys.argv[1:]}  # fmt: skip
-        path = Path(args.json)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({**meta, "cases": results}, indent=2))
-        tmp.replace(path)
+        write_json_atomic(args.json, {**meta, "cases": results})
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ class Encoder(nn.Module):
     def word_embeddings(self) -> nn.Embedding:
         return self.embeddings.word_embeddings
 
-    def layer_weights(self) -> dict[str, torch.Tensor]:
+    def softmaxed_layer_weights(self) -> dict[str, torch.Tensor]:
         """Softmaxed ELC weights, for logging; empty without layer weighting."""
         return {} if self.layer_weighting is None else self.layer_weighting.softmaxed()
 

@@ -57,8 +57,8 @@ class EncoderModel(nn.Module):
         self.encoder = encoder
         self.config = encoder.config  # the backbone's ModelConfig
 
-    def layer_weights(self) -> dict[str, torch.Tensor]:
-        return self.encoder.layer_weights()
+    def softmaxed_layer_weights(self) -> dict[str, torch.Tensor]:
+        return self.encoder.softmaxed_layer_weights()
 
     def no_weight_decay(self) -> set[str]:
         return no_weight_decay_names(self)

@@ -1,18 +1,17 @@
 """Save and load our checkpoints: a folder with model.safetensors + config.json, nothing else needed."""
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from model.config import ModelConfig
 from model.pretraining_model import PretrainingModel
 from utils.errors import UserError
+from utils.files import atomic_write
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -23,14 +22,8 @@ def save_model(model: nn.Module, directory) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"format": "pt"})
-        os.replace(tmp, directory / WEIGHTS_NAME)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    weights = save(state, metadata={"format": "pt"})  # bytes
+    atomic_write(directory / WEIGHTS_NAME, lambda f: f.write(weights))
     model.config.to_json(directory / CONFIG_NAME)
 
 

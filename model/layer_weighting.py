@@ -26,8 +26,8 @@ class LayerWeighting(nn.Module):
             if variant == "base":
                 w[-1] = 1.0
             weights.append(nn.Parameter(w))
-        self.layer_weights = nn.ParameterList(weights)
-        # weighted_output: one more mix over the embedding and all n_layers outputs, starting uniform
+        self.layer_weights = nn.ParameterList(weights)  # logits (softmaxed in mix); a checkpoint name
+        # weighted_output: one more mix (logits) over the embedding and all n_layers outputs, starting uniform
         self.output_weights = (
             nn.Parameter(torch.zeros(n_layers + 1)) if variant == "weighted_output" else None
         )

@@ -32,8 +32,8 @@ class PretrainingModel(nn.Module):
             nsp_logits = self.nsp_head(out.pooled_output, out.last_hidden_state)  # [B,2]
         return PretrainingOutput(mlm_logits, nsp_logits)
 
-    def layer_weights(self) -> dict[str, torch.Tensor]:
-        return self.encoder.layer_weights()
+    def softmaxed_layer_weights(self) -> dict[str, torch.Tensor]:
+        return self.encoder.softmaxed_layer_weights()
 
     def no_weight_decay(self) -> set[str]:
         return no_weight_decay_names(self)

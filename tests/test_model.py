@@ -238,7 +238,7 @@ def test_elc_variants(backbone, variant):
     name = "tiny" if backbone == "bert" else "tiny_elc"
     config = tiny(name, layer_weighting=variant, num_hidden_layers=3)
     m = PretrainingModel(config)
-    weights = m.layer_weights()
+    weights = m.softmaxed_layer_weights()
     assert set(weights) == {"layer_0", "layer_1", "layer_2"} | (
         {"output"} if variant == "weighted_output" else set()
     )

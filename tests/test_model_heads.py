@@ -64,7 +64,7 @@ def test_classifier_mlp_and_training_step():
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     assert "encoder.layer_weighting.layer_weights.1" in model.no_weight_decay()
-    assert set(model.layer_weights()) == {"layer_0", "layer_1"}
+    assert set(model.softmaxed_layer_weights()) == {"layer_0", "layer_1"}
 
 
 def test_question_answering_logits():

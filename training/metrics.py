@@ -10,10 +10,11 @@ layer_weights/* (softmaxed ELC layer weights).
 
 import json
 import math
-import os
 from pathlib import Path
 
 from tqdm import tqdm
+
+from utils.files import write_text_atomic
 
 TRAIN_KEYS = ("loss", "mlm_loss", "nsp_loss", "mlm_acc", "nsp_acc")  # the rest go under stats/
 
@@ -29,9 +30,7 @@ def _truncate_jsonl(path: Path, after_step: int) -> None:
                 keep.append(line)
         except ValueError:  # a line cut short by a crash
             continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for line in keep))
 
 
 class MetricsLogger:
