@@ -63,6 +63,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from training.distributed import DistInfo, all_reduce_sum
+from training.metrics import averages
 from training.precision import autocast, check_mode, make_scaler
 from utils.errors import UserError
 
@@ -96,22 +97,6 @@ def _to_device(batch: dict, device: torch.device) -> dict:
         # no padding: no mask tensor, so SDPA may take the flash kernel (checked on the host: no sync)
         batch = {**batch, "attention_mask": None}
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
-
-
-def averages(acc: dict[tuple[str, ...], float], metric_terms: dict[str, str]) -> dict[str, float]:
-    """The one reduction of training windows and validation alike: <term>_loss = the term's summed loss /
-    its count; a metric = its sum / the count of the term that metric_terms names for it."""
-    out = {}
-    for kind, name in (key for key in sorted(acc) if len(key) == 2):
-        if kind == "sum":
-            out[f"{name}_loss"] = acc[kind, name] / max(acc["count", name], 1.0)
-        elif kind == "metric":
-            if metric_terms.get(name) not in {key[1] for key in acc if key[0] == "count"}:
-                raise ValueError(
-                    f"metric {name!r}: objective.metric_terms names no loss term to average it over"
-                )
-            out[name] = acc[kind, name] / max(acc["count", metric_terms[name]], 1.0)
-    return out
 
 
 class Trainer:
