@@ -1,7 +1,11 @@
-"""A run folder written by the code of 2026-12-01 (tests/fixtures/run_2026_12_01: a bert model of hidden 16,
-2 layers, NSP, AdamW, 4 steps of batch 4 x length 32 on the fixture books, seed 5, checkpoint at step 2 and
-the weights of step 4) still loads, resumes bitwise and converts to Hugging Face with today's code, also
-when its config.json lacks a key that a later model knob adds."""
+"""Run folders written by the code of 2026-12-01 still load, resume bitwise and convert with today's code.
+
+tests/fixtures/run_2026_12_01: pretraining, a bert model of hidden 16, 2 layers, NSP, AdamW, 4 steps of
+batch 4 x length 32 on the fixture books, seed 5: its tokenizer, run_args.json, the step-2 checkpoint and
+the step-4 weights. tests/fixtures/finetune_2026_12_01: SST-2 fine-tuning of that step-2 model, stopped
+after epoch 1 of 2: run_args.json, split.json, metrics.jsonl, the epoch-1 checkpoint and the weights
+the uninterrupted run had after epoch 2. Also: a config.json without a key that a later model knob adds
+loads with the knob's default."""
 
 import json
 import shutil
@@ -102,3 +106,35 @@ def test_unknown_config_key_is_still_refused(tmp_path):
     (ckpt / "config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match="unknown key 'hiden_size'"):
         load_model(ckpt)
+
+
+FINETUNE = REPO_ROOT / "tests" / "fixtures" / "finetune_2026_12_01"
+
+
+def test_saved_finetune_run_resumes_bitwise(data_root, tmp_path):
+    """An SST-2 run of the same day (the fixture's step-2 model, 400 train / 100 dev sentences, batch 16,
+    2 epochs, stopped after epoch 1) resumed today reaches that day's uninterrupted epoch-2 weights."""
+    import train_finetune
+
+    data = tmp_path / "sst2"
+    data.mkdir()
+    for name, lines in (("train.tsv", 401), ("dev.tsv", 101)):  # header + the first sentences
+        text = (data_root / "sst2" / name).read_text().splitlines(keepends=True)
+        (data / name).write_text("".join(text[:lines]))
+    out = tmp_path / "run"
+    shutil.copytree(FINETUNE, out, ignore=shutil.ignore_patterns("epoch_2_model.safetensors"))
+    moved = {"data_dir": str(data), "output_dir": str(out), "vocab_path": str(TOKENIZER),
+             "checkpoint_path": str(FIXTURE / "checkpoints" / "step_2")}  # fmt: skip
+    for path in (out / "run_args.json", out / "checkpoints" / "epoch_1" / "args.json"):
+        path.write_text(json.dumps({**json.loads(path.read_text()), **moved}, indent=2, sort_keys=True))
+    args = {**moved, "task": "sst2", "epochs": 2, "batch_size": 16, "max_seq_length": 64, "device": "cpu",
+            "mixed_precision": "no", "learning_rate": 1e-3}  # fmt: skip
+    train_finetune.main(
+        [x for k, v in args.items() for x in (f"--{k}", str(v))] + ["--resume", "--no_tensorboard"]
+    )
+    resumed = load_file(out / "checkpoints" / "epoch_2" / "model.safetensors")
+    expected = load_file(FINETUNE / "epoch_2_model.safetensors")
+    assert resumed.keys() == expected.keys()
+    assert all(torch.equal(resumed[k], expected[k]) for k in expected)
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [0, 1, 2]
