@@ -60,10 +60,6 @@ def build_model(task, encoder, head: ClassifierConfig | None, head_seed: int) ->
             model = QuestionAnsweringModel(encoder, head)
         else:
             model = SequenceClassificationModel(encoder, head)
-    uses_pooler = task != "squad" and head.pooling == "pooler"
-    pooler = getattr(encoder, "pooler", None)
-    if pooler is not None and not uses_pooler:  # unused: DDP would wait for its gradients forever
-        pooler.requires_grad_(False)
     return model
 
 

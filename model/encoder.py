@@ -24,7 +24,8 @@ class Backbone:
     init: Callable  # (encoder, config) -> None, in place
     mlm_head: Callable  # config -> module; forward(h [B,P,H], word_embeddings [V,H]) -> [B,P,vocab_size]
     nsp_head: Callable  # config -> module; forward(pooled [B,H] or None, h [B,S,H]) -> [B,2]
-    pooler: bool  # a tanh pooler on the first token (BERT), whose output EncoderOutput.pooled_output holds
+    pooler: bool  # a tanh pooler on the first token (BERT), whose output EncoderOutput.pooled_output holds;
+    # fine-tuning heads that do not read it drop it (model.heads.EncoderModel)
 
 
 BACKBONES = {

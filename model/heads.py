@@ -52,8 +52,10 @@ class ClassifierConfig:
 class EncoderModel(nn.Module):
     """Shared by the fine-tuning models: the encoder, its config, ELC weights and weight-decay groups."""
 
-    def __init__(self, encoder: nn.Module):
+    def __init__(self, encoder: nn.Module, uses_pooler: bool = False):
         super().__init__()
+        if not uses_pooler:
+            encoder.pooler = None  # no gradient would reach it; the pretrained checkpoint keeps its weights
         self.encoder = encoder
         self.config = encoder.config  # the backbone's ModelConfig
 
@@ -83,11 +85,11 @@ def mlp(width: int, cfg: ClassifierConfig) -> nn.Sequential:
 
 class SequenceClassificationModel(EncoderModel):
     def __init__(self, encoder: nn.Module, cfg: ClassifierConfig):
-        super().__init__(encoder)
         if cfg.pooling == "pooler" and getattr(encoder, "pooler", None) is None:
             raise UserError(
-                f"classifier: pooling='pooler' needs a bert backbone, got {self.config.backbone!r}"
+                f"classifier: pooling='pooler' needs a bert backbone, got {encoder.config.backbone!r}"
             )
+        super().__init__(encoder, uses_pooler=cfg.pooling == "pooler")
         self.classifier_config = cfg
         self.classifier = mlp(self.config.hidden_size, cfg)
         init_head(self.classifier, self.config.initializer_range)

@@ -38,9 +38,15 @@ def read_safetensors(path, device="cpu") -> dict[str, torch.Tensor]:
         raise UserError(f"{path}: cannot read safetensors weights ({err})") from None
 
 
+# weights that checkpoints saved before 2026-12-01 hold and today's model may lack: BERT's pooler in a
+# fine-tuned model whose head does not read it (it was frozen, never trained); dropped on load
+UNUSED_BEFORE = ("encoder.pooler.",)
+
+
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Strict load that reports the first missing, unexpected or misshapen key in one line."""
     own = model.state_dict()
+    state = {k: v for k, v in state.items() if k in own or not k.startswith(UNUSED_BEFORE)}
     for key, value in state.items():
         if key not in own:
             raise UserError(f"{source}: unexpected weight {key!r}")

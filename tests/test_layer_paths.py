@@ -59,7 +59,8 @@ def test_token_mixing_layer_same_in_pretraining_and_finetuning():
         PretrainingObjective(nsp=True)(pretrain, batch)
 
     finetune = SequenceClassificationModel(conv_model(config).encoder, ClassifierConfig(num_labels=2)).eval()
-    finetune.encoder.load_state_dict(pretrain.encoder.state_dict())
+    weights = {k: v for k, v in pretrain.encoder.state_dict().items() if not k.startswith("pooler.")}
+    finetune.encoder.load_state_dict(weights)  # a cls-pooling classifier holds no pooler
     finetune.encoder.register_forward_hook(lambda m, args, out: seen.update(finetuning=out.last_hidden_state))
     features = [{"input_ids": s, "token_type_ids": [0] * len(s), "label": 0} for s in sequences]
     ft_batch = collate(features, pad_id=config.pad_token_id, label_keys=("label",))
