@@ -17,6 +17,7 @@ from pathlib import Path
 from model.io import load_any
 from training.checkpoint import (
     CheckpointWriter,
+    fit_legacy_pooler,
     latest_checkpoint,
     load_checkpoint,
     parse_checkpoint_steps,
@@ -183,11 +184,10 @@ def build_trainer(model, config: PretrainConfig, info: DistInfo, state: dict | N
         max_skipped_steps=config.max_skipped_steps,
         seed=config.seed,
         compile=config.compile,
-        # without an NSP head, BERT's pooler gets no gradient; DDP must be told
-        find_unused_parameters=model.config.backbone == "bert" and not model.config.next_sentence_prediction,
     )
     trainer = Trainer(model, optimizer, schedule, objective, dist=info, config=trainer_config)
     if state is not None:
+        fit_legacy_pooler(state["trainer"], model, optimizer, config.weight_decay)
         trainer.load_state_dict(state["trainer"])
         set_rng_state(state["rng"])
     return trainer

@@ -175,6 +175,8 @@ def load_hf_bert(hf_dir) -> PretrainingModel:
         "cls.predictions.decoder.weight",
         "cls.predictions.decoder.bias",
     )
+    if "encoder.pooler.weight" not in own:  # no NSP head: no head of ours reads the pooler
+        ignored += ("bert.pooler.dense.weight", "bert.pooler.dense.bias")
     unused = sorted(k for k in hf_state if k not in used and k not in ignored)
     if unused:
         raise UserError(f"{hf_dir}: weight {unused[0]!r} does not fit config.json (not used by the model)")

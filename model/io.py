@@ -38,8 +38,9 @@ def read_safetensors(path, device="cpu") -> dict[str, torch.Tensor]:
         raise UserError(f"{path}: cannot read safetensors weights ({err})") from None
 
 
-# weights that checkpoints saved before 2026-12-01 hold and today's model may lack: BERT's pooler in a
-# fine-tuned model whose head does not read it (it was frozen, never trained); dropped on load
+# weights that checkpoints saved before 2026-12-01 hold and today's model may lack: BERT's pooler where no
+# head reads it (a fine-tuning head other than pooling='pooler', or no NSP head; it was never trained);
+# dropped on load
 UNUSED_BEFORE = ("encoder.pooler.",)
 
 

@@ -16,6 +16,10 @@ class PretrainingModel(nn.Module):
         self.encoder = Encoder(config)
         self.mlm_head = backbone.mlm_head(config)
         self.nsp_head = backbone.nsp_head(config) if config.next_sentence_prediction else None
+        if self.nsp_head is None:  # BERT's pooler feeds only its NSP head: without one, no parameter
+            self.encoder.pooler = (
+                None  # goes untrained (built first, so the seeded init of the rest is as before)
+            )
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, masked_positions=None):
         # input_ids [B,S]; attention_mask [B,S] (1 = token) or None; masked_positions [B,P] or None

@@ -234,3 +234,40 @@ def load_checkpoint(path: Path, load=None) -> tuple[nn.Module, dict, dict]:
     except (OSError, ValueError) as err:
         raise UserError(f"cannot read {path / 'args.json'}: {_one_line(err)}") from None
     return model, state, args
+
+
+def fit_legacy_pooler(trainer_state: dict, model: nn.Module, optimizer, weight_decay: float) -> None:
+    """In place: the optimizer state of a BERT run without an NSP head saved before 2026-12-01 listed the
+    pooler its model then had (never trained, so without optimizer state); today's model has none. Drop
+    its entries so that the run resumes exactly. Other states pass unchanged."""
+    from training.optim import param_groups
+
+    saved = trainer_state["optimizer"]
+    encoder = getattr(model, "encoder", None)
+    n_saved = sum(len(g["params"]) for g in saved["param_groups"])
+    n_now = sum(len(g["params"]) for g in optimizer.param_groups)
+    if encoder is None or getattr(encoder, "pooler", 1) is not None or n_saved != n_now + 2:
+        return
+    with torch.random.fork_rng(devices=[]):  # the model of that day: today's plus the pooler, in place
+        legacy = type(model)(model.config)
+        h = model.config.hidden_size
+        legacy.encoder.pooler = nn.Linear(h, h)
+    name_of = {id(p): n for n, p in legacy.named_parameters()}
+    legacy_names = [name_of[id(p)] for g in param_groups(legacy, weight_decay) for p in g["params"]]
+    index = {n: i for i, n in enumerate(legacy_names)}  # the saved optimizer's parameter indices
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    state, groups, k = {}, [], 0
+    for group, now in zip(saved["param_groups"], optimizer.param_groups):
+        ids = []
+        for p in now["params"]:
+            old = index[name_of[id(p)]]
+            if old in saved["state"]:
+                state[k] = saved["state"][old]
+            ids.append(k)
+            k += 1
+        groups.append({**group, "params": ids})
+    if any(index[n] in saved["state"] for n in ("encoder.pooler.weight", "encoder.pooler.bias")):
+        raise UserError(
+            "checkpoint: its optimizer state holds a trained pooler; it cannot resume without one"
+        )
+    trainer_state["optimizer"] = {"state": state, "param_groups": groups}

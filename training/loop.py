@@ -88,7 +88,6 @@ class TrainerConfig:
     seed: int = 0  # base of the per-micro-batch dropout seeds
     reseed_dropout: bool = True  # reseed RNG per micro-batch from (seed, step, global index)
     compile: bool = False  # torch.compile the (DDP-wrapped) model
-    find_unused_parameters: bool = False  # DDP: set when some parameters get no gradient
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -123,7 +122,6 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False,
                 gradient_as_bucket_view=True,
-                find_unused_parameters=self.config.find_unused_parameters,
             )
             self.forward_model = self.ddp
         if self.config.compile:
