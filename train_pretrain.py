@@ -6,16 +6,18 @@
 
 Writes OUTPUT_DIR/run_args.json, metrics.jsonl, tensorboard/, checkpoints/step_N/. Run again with the
 same arguments to resume from the newest checkpoint, or name one with --checkpoint_path.
-The step logic is training/loop.py (shared with fine-tuning); this file wires pretraining to it.
+Set up (everything that can refuse the run, then the run's record), loop over the phases' steps, save.
+The optimizer step is training/loop.py's (shared with fine-tuning); the run configuration is
+training/pretrain_args.py's PretrainConfig.
 """
 
-import json
-import os
+import dataclasses
 from pathlib import Path
 
 from model.io import load_any
 from training.checkpoint import (
     CheckpointWriter,
+    fit_legacy_pooler,
     latest_checkpoint,
     load_checkpoint,
     parse_checkpoint_steps,
@@ -28,233 +30,253 @@ from training.loop import Trainer, TrainerConfig, TrainingDiverged
 from training.metrics import MetricsLogger
 from training.optim import optimizer_from_args
 from training.precision import resolve
-from training.pretrain_args import differing_args, parse_args
-from training.pretraining import PretrainingObjective, build_pretraining_data, phase_at, phases
+from training.pretrain_args import PretrainConfig, parse_args
+from training.pretraining_objective import PretrainingObjective
+from training.pretraining_phases import build_pretraining_data, phase_at, phases
+from training.run_config import record, resume_differences
 from training.schedules import build_schedule
 from utils.errors import UserError, run_cli
+from utils.files import read_json, write_json_atomic
 from utils.repro import set_seed
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _refuse(what: str, diffs: list[str], saved: dict, current: dict) -> None:
-    shown = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diffs[:4])
-    raise UserError(
-        f"{what} differs in {', '.join(diffs)} ({shown}); pass --allow_override to continue anyway"
-    )
-
-
-def _check_inputs(args, config, nsp: bool, world: int) -> None:
-    from data.corpus import check_tokenizer_matches, read_meta
-
-    if not (Path(args.input_path) / "meta.json").is_file():
-        raise UserError(f"--input_path {args.input_path}: no processed corpus there (meta.json missing)")
-    check_tokenizer_matches(args.input_path, args.vocab_path)
-    vocab = read_meta(args.input_path)["tokenizer"]["vocab_size"]
-    if vocab > config.vocab_size:
-        raise UserError(
-            f"--vocab_path {args.vocab_path} has {vocab} tokens, more than the model's "
-            f"vocab_size {config.vocab_size}"
-        )
-    if nsp and not config.next_sentence_prediction:
-        raise UserError("--nsp: the model config has next_sentence_prediction false (no NSP head)")
-    for ph in phases(args.max_steps, args.seq_length, args.batch_size, args.long_after):
-        flag = "--seq_length" if ph.seq_length == args.seq_length else "--long_after (4 x --seq_length)"
-        if ph.seq_length > config.max_position_embeddings:
-            raise UserError(
-                f"{flag}: {ph.seq_length} exceeds the model's max_position_embeddings "
-                f"{config.max_position_embeddings}"
-            )
-        per = world * args.gradient_accumulation
-        if ph.batch_size < 1 or ph.batch_size % per or (ph.start > 0 and args.batch_size % 4):
-            which = "the global batch" + " (and its quarter after --long_after)" * (ph.start > 0)
-            raise UserError(
-                f"--batch_size {args.batch_size}: {which} must divide by world size {world} x "
-                f"--gradient_accumulation {args.gradient_accumulation}"
-            )
-
-
-def _setup(args, info: DistInfo):
-    """Everything that can refuse the run, before anything is written: (model, config, resume state)."""
-    from model.config import ModelConfig
-
-    out = Path(args.output_dir)
-    resume = args.checkpoint_path or (str(latest_checkpoint(out) or "") or None)
-    resume = broadcast_object(resume, info)
-    file_config = ModelConfig.from_json(args.model_config_path) if args.model_config_path else None
-    state, saved = None, None
-    if resume:
-        model, state, saved = load_checkpoint(Path(resume))
-        config = model.config
-    elif args.init_from:
-        model = load_any(args.init_from, "--init_from")
-        config = model.config
-        if file_config is not None and file_config.to_dict() != config.to_dict():
-            diff = next(k for k, v in file_config.to_dict().items() if config.to_dict()[k] != v)
-            raise UserError(f"--config_file {args.config_file} differs from --init_from's config in {diff!r}")
-    else:
-        model, config = None, file_config
-    args.nsp = config.next_sentence_prediction if args.nsp is None else args.nsp
-    args.mixed_precision = resolve(args.mixed_precision, info.device)  # saved and compared resolved
-    current = {**vars(args), "model_config": (file_config or config).to_dict()}
-    if saved is not None and not args.allow_override:
-        diffs = differing_args(saved, current)
-        if diffs:
-            _refuse(f"checkpoint {resume}: this run", diffs, saved, current)
-    previous = _read_json(out / "run_args.json")
-    if saved is None and previous is not None and not args.allow_override:
-        diffs = differing_args(previous, current)
-        if diffs:
-            _refuse(f"--output_dir {out} holds a different run: it", diffs, previous, current)
-    _check_inputs(args, config, args.nsp, info.world_size)
-    parse_checkpoint_steps(args.checkpoint_steps, args.max_steps)
-    if model is None:
-        set_seed(args.init_seed)
-        from model import PreTrainingModel
-
-        model = PreTrainingModel(config)
-    return model, config, state, current, resume
-
-
 def main(argv: list[str] | None = None) -> None:
-    run_distributed(_train, parse_args(argv))
+    run_distributed(train, parse_args(argv))
 
 
-def _train(args, info: DistInfo) -> None:
-    from data.loader import PretrainingLoader
-
-    model, config, state, run_args, resume = _setup(args, info)
-    out = Path(args.output_dir)
-    all_phases = phases(args.max_steps, args.seq_length, args.batch_size, args.long_after)
-    step = int(state["trainer"]["step"]) if state is not None else 0
-    phase = phase_at(all_phases, step)
-    data = build_pretraining_data(args, phase.seq_length, "train")  # may still refuse the run: before writing
+def train(config: PretrainConfig, info: DistInfo) -> None:
+    # ---- set up: everything that can refuse the run comes before anything is written
+    model, state, resume, config = setup(config, info)
+    out = Path(config.output_dir)
+    all_phases = phases(config.max_steps, config.seq_length, config.batch_size, config.long_after)
+    trainer = build_trainer(model, config, info, state)
+    phase = phase_at(all_phases, trainer.step)
+    data = build_pretraining_data(config, phase.seq_length, "train")
+    run_record = record(config)
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".run_args.json.tmp"
-        tmp.write_text(json.dumps({**run_args, "world_size": info.world_size}, indent=2, sort_keys=True))
-        os.replace(tmp, out / "run_args.json")
-
-    model.to(info.device)
-    optimizer = optimizer_from_args(model, args, max_trust_ratio=args.max_trust_ratio)
-    schedule = build_schedule(
-        args.scheduler, optimizer, args.max_steps, args.warmup_steps, args.min_lr_factor
-    )
-    objective = PretrainingObjective(args.label_smoothing, args.nsp, token_types=config.type_vocab_size > 0)
-    trainer_config = TrainerConfig(
-        precision=args.mixed_precision,
-        max_gradient=args.max_gradient,
-        max_skipped_steps=args.max_skipped_steps,
-        seed=args.seed,
-        compile=args.compile,
-        # without an NSP head, BERT's pooler gets no gradient; DDP must be told
-        find_unused_parameters=config.backbone == "bert" and not config.next_sentence_prediction,
-    )
-    trainer = Trainer(model, optimizer, schedule, objective, dist=info, config=trainer_config)
-    if state is not None:
-        trainer.load_state_dict(state["trainer"])
-        set_rng_state(state["rng"])
-
-    kept = set(parse_checkpoint_steps(args.checkpoint_steps, args.max_steps)) | {args.max_steps}
-    writer = CheckpointWriter(out, keep_last=args.keep_last) if info.is_main else None
-    logger = MetricsLogger(out, info.is_main, trainer.step, args.max_steps, tensorboard=args.tensorboard)
-    n_params = sum(p.numel() for p in model.parameters())
+        write_json_atomic(out / "run_args.json", {**run_record, "world_size": info.world_size})
+    kept = set(parse_checkpoint_steps(config.checkpoint_steps, config.max_steps)) | {config.max_steps}
+    writer = CheckpointWriter(out, keep_last=config.keep_last) if info.is_main else None
+    logger = MetricsLogger(out, info.is_main, trainer.step, config.max_steps, tensorboard=config.tensorboard)
     logger.message(
-        f"{n_params / 1e6:.1f}M parameters, world size {info.world_size}, {args.mixed_precision} precision, "
-        f"step {trainer.step} of {args.max_steps}" + (f" (resumed from {resume})" if resume else "")
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, world size {info.world_size}, "
+        f"{config.mixed_precision} precision, step {trainer.step} of {config.max_steps}"
+        + (f" (resumed from {resume})" if resume else "")
     )
+    validation = {}  # seq_length -> the held-out PretrainingData, built when first needed
 
-    def save(step: int) -> None:
-        if writer is None:
-            return
-        full = {
-            "trainer": trainer.state_dict(),
-            "rng": rng_state(),
-            "seq_length": phase.seq_length,
-            "batch_size": phase.batch_size,
-            "world_size": info.world_size,
-        }
-        summary = {"tokens_seen": trainer.tokens_seen, "seq_length": phase.seq_length}
-        writer.save(step, trainer.model, full, run_args, step in kept, summary)
-
-    val_data = None
-
-    def validate(step: int) -> None:
-        nonlocal val_data
-        if val_data is None or val_data.seq_length != phase.seq_length:
-            val_data = build_pretraining_data(args, phase.seq_length, "validation")
-        accum = args.gradient_accumulation
-        batches = (
-            val_data.batch(i, phase.batch_size, info.rank, info.world_size, m, accum)
-            for i in range(args.validation_batches)
-            for m in range(accum)
-        )
-        logger.log(step, trainer.evaluate(batches), prefix="val_")
-
-    def after_step(t: Trainer) -> None:
-        s = t.step
-        stop = args.stop_at_step is not None and s >= args.stop_at_step
-        if s % args.log_freq == 0 or s == args.max_steps or stop:
-            values = {**t.collect_metrics(), "seq_length": phase.seq_length}
-            logger.log(s, values)
-            weights = {
-                f"{name}_{i}": w
-                for name, vec in t.model.layer_weights().items()
-                for i, w in enumerate(vec.detach().float().flatten().tolist())
-            }
-            logger.scalars(s, weights, "layer_weights")
-            logger.progress(s, values)
-        else:
-            logger.progress(s)
-        if args.validation_every and s % args.validation_every == 0:
-            validate(s)
-        if s in kept or (args.save_every and s % args.save_every == 0) or stop:
-            save(s)
-        t.should_stop = stop
-
+    # ---- the loop: the phases' steps (--long_after switches length and batch once)
     try:
         if trainer.step == 0 and 0 in kept:
-            save(0)
-        for ph in all_phases:
-            if trainer.step >= ph.end or trainer.should_stop:
+            save(writer, trainer, phase, info, run_record, kept, 0)
+        for phase in all_phases:
+            if trainer.step >= phase.end:
                 continue
-            if ph != phase:
-                phase, data = ph, build_pretraining_data(args, ph.seq_length, "train")
-            cuda = info.device.type == "cuda"
-            with PretrainingLoader(
-                data,
-                ph.batch_size,
-                info.rank,
-                info.world_size,
-                args.gradient_accumulation,
-                start_step=trainer.step,
-                pin_memory=cuda,
-                max_steps=ph.end,
-                unpad=args.unpad,
-            ) as loader:
-                trainer.fit(loader, ph.end, callbacks=[after_step])
-            if trainer.should_stop:
-                break
+            if data.seq_length != phase.seq_length:
+                data = build_pretraining_data(config, phase.seq_length, "train")
+            if run_phase(trainer, data, phase, config, info, logger, writer, run_record, kept, validation):
+                break  # --stop_at_step
     except TrainingDiverged as err:
         if writer is not None:
             writer.wait()
-        last = latest_checkpoint(out)
-        raise UserError(f"{err}; last good checkpoint: {last or 'none'}") from None
+        raise UserError(f"{err}; last good checkpoint: {latest_checkpoint(out) or 'none'}") from None
     finally:
         if writer is not None:
             writer.wait()
         logger.close()
+
+    # ---- done
     barrier(info)
     if info.is_main:
         print(
             f"done at step {trainer.step}: checkpoints in {out / 'checkpoints'}, "
             f"tensorboard --logdir {out / 'tensorboard'}, metrics in {out / 'metrics.jsonl'}"
         )
+
+
+def run_phase(trainer, data, phase, config, info, logger, writer, run_record, kept, validation) -> bool:
+    """Train one phase's remaining steps, logging, validating and saving after each step; True when
+    --stop_at_step ended it."""
+    from data.loader import PretrainingLoader
+
+    trainer.model.train()
+    loader = PretrainingLoader(
+        data,
+        phase.batch_size,
+        info.rank,
+        info.world_size,
+        config.gradient_accumulation,
+        start_step=trainer.step,
+        pin_memory=info.device.type == "cuda",
+        max_steps=phase.end,
+    )
+    with loader:
+        for micro_batches in loader:
+            trainer.train_step(micro_batches)
+            step = trainer.step
+            stop = config.stop_at_step is not None and step >= config.stop_at_step
+            log_step(
+                trainer, logger, phase, step, stop or step % config.log_freq == 0 or step == config.max_steps
+            )
+            if config.validation_every and step % config.validation_every == 0:
+                validate(trainer, logger, config, info, phase, step, validation)
+            if step in kept or (config.save_every and step % config.save_every == 0) or stop:
+                save(writer, trainer, phase, info, run_record, kept, step)
+            if stop:
+                return True
+            if step >= phase.end:
+                break
+    return False
+
+
+def log_step(trainer: Trainer, logger: MetricsLogger, phase, step: int, full: bool) -> None:
+    """Training metrics and the softmaxed ELC layer weights at logging steps; the progress bar always."""
+    if not full:
+        logger.progress(step)
+        return
+    values = {**trainer.collect_metrics(), "seq_length": phase.seq_length}
+    logger.log(step, values)
+    weights = {
+        f"{name}_{i}": w
+        for name, softmaxed in trainer.model.softmaxed_layer_weights().items()
+        for i, w in enumerate(softmaxed.detach().float().flatten().tolist())
+    }
+    logger.scalars(step, weights, "layer_weights")
+    logger.progress(step, values)
+
+
+def validate(trainer: Trainer, logger: MetricsLogger, config, info: DistInfo, phase, step, cache) -> None:
+    if phase.seq_length not in cache:
+        cache[phase.seq_length] = build_pretraining_data(config, phase.seq_length, "validation")
+    data, accum = cache[phase.seq_length], config.gradient_accumulation
+    batches = (
+        data.batch(i, phase.batch_size, info.rank, info.world_size, m, accum)
+        for i in range(config.validation_batches)
+        for m in range(accum)
+    )
+    logger.log(step, trainer.evaluate(batches), prefix="val_")
+
+
+def save(writer, trainer: Trainer, phase, info: DistInfo, run_record: dict, kept: set, step: int) -> None:
+    if writer is None:  # not rank 0
+        return
+    full = {
+        "trainer": trainer.state_dict(),
+        "rng": rng_state(),
+        "seq_length": phase.seq_length,
+        "batch_size": phase.batch_size,
+        "world_size": info.world_size,
+    }
+    summary = {"tokens_seen": trainer.tokens_seen, "seq_length": phase.seq_length}
+    writer.save(step, trainer.model, full, run_record, step in kept, summary)
+
+
+def build_trainer(model, config: PretrainConfig, info: DistInfo, state: dict | None) -> Trainer:
+    model.to(info.device)
+    optimizer = optimizer_from_args(model, config, max_trust_ratio=config.max_trust_ratio)
+    schedule = build_schedule(
+        config.scheduler, optimizer, config.max_steps, config.warmup_steps, config.min_lr_factor
+    )
+    objective = PretrainingObjective(config.label_smoothing, config.nsp)
+    trainer_config = TrainerConfig(
+        precision=config.mixed_precision,
+        max_gradient=config.max_gradient,
+        max_skipped_steps=config.max_skipped_steps,
+        seed=config.seed,
+        compile=config.compile,
+    )
+    trainer = Trainer(model, optimizer, schedule, objective, dist=info, config=trainer_config)
+    if state is not None:
+        fit_legacy_pooler(state["trainer"], model, optimizer, config.weight_decay)
+        trainer.load_state_dict(state["trainer"])
+        set_rng_state(state["rng"])
+    return trainer
+
+
+def setup(config: PretrainConfig, info: DistInfo):
+    """(model, training state or None, the checkpoint resumed or None, the resolved run configuration);
+    refuses a resume or a reused output folder whose run differs (the one resume rule:
+    training.run_config.resume_differences)."""
+    from model.config import ModelConfig
+
+    out = Path(config.output_dir)
+    resume = broadcast_object(config.checkpoint_path or (str(latest_checkpoint(out) or "") or None), info)
+    file_config = ModelConfig.from_json(config.model_config_path) if config.model_config_path else None
+    model, state, saved = None, None, None
+    if resume:
+        model, state, saved = load_checkpoint(Path(resume))
+    elif config.init_from:
+        model = load_any(config.init_from, "--init_from")
+        if file_config is not None and file_config.to_dict() != model.config.to_dict():
+            diff = next(k for k, v in file_config.to_dict().items() if model.config.to_dict()[k] != v)
+            raise UserError(
+                f"--config_file {config.config_file} differs from --init_from's config in {diff!r}"
+            )
+    model_config = file_config or model.config
+    config = dataclasses.replace(
+        config,
+        nsp=model_config.next_sentence_prediction if config.nsp is None else config.nsp,
+        mixed_precision=resolve(config.mixed_precision, info.device),  # saved and compared resolved
+        model_config=model_config.to_dict(),
+    )
+    previous = saved if saved is not None else read_json_or_none(out / "run_args.json")
+    if previous is not None and not config.allow_override:
+        diffs = resume_differences(previous, config)
+        if diffs:
+            what = (
+                f"checkpoint {resume}: this run"
+                if saved is not None
+                else f"--output_dir {out} holds a different run: it"
+            )
+            shown = "; ".join(f"{k}: {previous.get(k)!r} -> {getattr(config, k)!r}" for k in diffs[:4])
+            raise UserError(
+                f"{what} differs in {', '.join(diffs)} ({shown}); pass --allow_override to continue anyway"
+            )
+    check_inputs(config, model_config, info.world_size)
+    if model is None:
+        set_seed(config.init_seed)
+        from model import PretrainingModel
+
+        model = PretrainingModel(model_config)
+    return model, state, resume, config
+
+
+def read_json_or_none(path: Path) -> dict | None:
+    try:
+        return read_json(path)
+    except UserError:
+        return None
+
+
+def check_inputs(config: PretrainConfig, model_config, world: int) -> None:
+    from data.corpus import check_tokenizer_matches, read_meta
+
+    if not (Path(config.input_path) / "meta.json").is_file():
+        raise UserError(f"--input_path {config.input_path}: no processed corpus there (meta.json missing)")
+    check_tokenizer_matches(config.input_path, config.vocab_path)
+    vocab = read_meta(config.input_path)["tokenizer"]["vocab_size"]
+    if vocab > model_config.vocab_size:
+        raise UserError(
+            f"--vocab_path {config.vocab_path} has {vocab} tokens, more than the model's "
+            f"vocab_size {model_config.vocab_size}"
+        )
+    if config.nsp and not model_config.next_sentence_prediction:
+        raise UserError("--nsp: the model config has next_sentence_prediction false (no NSP head)")
+    for ph in phases(config.max_steps, config.seq_length, config.batch_size, config.long_after):
+        flag = "--seq_length" if ph.seq_length == config.seq_length else "--long_after (4 x --seq_length)"
+        if ph.seq_length > model_config.max_position_embeddings:
+            raise UserError(
+                f"{flag}: {ph.seq_length} exceeds the model's max_position_embeddings "
+                f"{model_config.max_position_embeddings}"
+            )
+        per = world * config.gradient_accumulation
+        if ph.batch_size < 1 or ph.batch_size % per or (ph.start > 0 and config.batch_size % 4):
+            which = "the global batch" + " (and its quarter after --long_after)" * (ph.start > 0)
+            raise UserError(
+                f"--batch_size {config.batch_size}: {which} must divide by world size {world} x "
+                f"--gradient_accumulation {config.gradient_accumulation}"
+            )
+    parse_checkpoint_steps(config.checkpoint_steps, config.max_steps)
 
 
 if __name__ == "__main__":

@@ -185,7 +185,7 @@ def instances_section(args, work: Path) -> list[tuple]:
                 )
             steps = min(args.steps, data.steps_per_epoch(batch))
             _, t_batch = timed(lambda: [data.batch(k, batch) for k in range(steps)])  # noqa: B023
-            loader = PretrainingLoader(data, batch, max_steps=steps, prefetch=8, unpad=True)  # as training
+            loader = PretrainingLoader(data, batch, max_steps=steps, prefetch=8)  # as training
             _, t_loader = timed(lambda: [b for b in loader])  # noqa: B023
             for what, t in (("batch()", t_batch), ("PretrainingLoader", t_loader)):
                 rate = f"{steps / t:,.1f} batches/s = {steps * batch / t:,.0f} seq/s"

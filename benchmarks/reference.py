@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.batches import IGNORE, full_labels
-from model import PreTrainingModel
-from training.pretraining import PretrainingObjective
+from model import PretrainingModel
+from model.bert import BertSelfAttention
+from training.pretraining_objective import PretrainingObjective
 
 
 def with_explicit_mask(batch: dict) -> dict:
@@ -45,8 +46,7 @@ class FullLogitObjective(PretrainingObjective):
         out = model(
             input_ids=batch["input_ids"],  # [B,S]
             attention_mask=batch.get("attention_mask"),
-            token_type_ids=batch.get("token_type_ids") if self.token_types else None,
-            token_index=batch.get("token_index"),
+            token_type_ids=batch.get("token_type_ids"),
         )
         labels = full_labels(batch)  # [B,S]
         logits = out.mlm_logits  # [B,S,V]
@@ -68,44 +68,39 @@ class FullLogitObjective(PretrainingObjective):
         return sums, metrics
 
 
-class UnfusedSelfAttention(nn.Module):
-    """BertSelfAttention with separate query, key and value projections (same weights, split)."""
+class UnfusedSelfAttention(BertSelfAttention):
+    """BertSelfAttention (its attention unchanged) with separate query, key and value projections."""
 
-    def __init__(self, fused: nn.Module):
-        super().__init__()
+    def __init__(self, fused: BertSelfAttention):
+        nn.Module.__init__(self)
         self.num_heads, self.dropout_p, self.out = fused.num_heads, fused.dropout_p, fused.out
         h = fused.out.in_features
         self.query, self.key, self.value = (nn.Linear(h, h) for _ in range(3))
-        with torch.no_grad():
+        with torch.no_grad():  # the same weights, split
             for i, linear in enumerate((self.query, self.key, self.value)):
                 linear.weight.copy_(fused.qkv.weight[i * h : (i + 1) * h])
                 linear.bias.copy_(fused.qkv.bias[i * h : (i + 1) * h])
 
-    def forward(self, x, mask, unpadded=None):
-        # x [B,S,H], or [T,H] real tokens with unpadded (model.common.Unpadded)
-        pad = unpadded.pad if unpadded is not None else lambda t: t
-        q, k, v = (pad(f(x)) for f in (self.query, self.key, self.value))  # each [B,S,H]
-        B, S, H = q.shape
-        q, k, v = (t.view(B, S, self.num_heads, H // self.num_heads).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
-        )  # [B,nh,S,hd]
-        y = y.transpose(1, 2).reshape(B, S, H)
-        return self.out(y if unpadded is None else unpadded.unpad(y))
+    def project(self, x):
+        B, S, H = x.shape  # three [B,S,H] projections -> [B,nh,S,hd] each
+        split = (
+            f(x).view(B, S, self.num_heads, H // self.num_heads) for f in (self.query, self.key, self.value)
+        )
+        return tuple(t.transpose(1, 2) for t in split)
 
 
-def unfuse_qkv(model: PreTrainingModel) -> PreTrainingModel:
+def unfuse_qkv(model: PretrainingModel) -> PretrainingModel:
     """In place: every bert layer's fused qkv becomes three Linears."""
     for layer in model.encoder.layers:
         layer.attention = UnfusedSelfAttention(layer.attention)
     return model
 
 
-def with_config(model: PreTrainingModel, **changes) -> PreTrainingModel:
+def with_config(model: PretrainingModel, **changes) -> PretrainingModel:
     """A new model with config fields changed (e.g. pad_vocab_to_multiple_of) holding model's weights:
     vocabulary rows are cut to the new padded size, or zero-filled beyond the old one."""
     config = type(model.config).from_dict({**model.config.to_dict(), **changes})
-    new = PreTrainingModel(config)
+    new = PretrainingModel(config)
     own = new.state_dict()
     state = {}
     for name, tensor in model.state_dict().items():

@@ -1,9 +1,8 @@
 """One training step of each contender, behind the same interface: `Runner.step(i)` trains on batch i.
 
 - OursRunner: our model through the real training loop (training.loop.Trainer + PretrainingObjective):
-  masked-only MLM head, fused QKV, no mask for unpadded batches, token-wise layers on the real tokens of
-  padded batches (token_index), fused AdamW (or foreach LAMB), global gradient clipping, the
-  non-finite-step guard. Swapping the model, objective or optimizer gives the
+  masked-only MLM head, fused QKV, no mask for batches without padding, fused AdamW (or foreach LAMB),
+  global gradient clipping, the non-finite-step guard. Swapping the model, objective or optimizer gives the
   plain-path variants (benchmarks/reference.py).
 - HFRunner: transformers.BertForPreTraining (sdpa) with full-length labels, the same AdamW, clipping,
   constant schedule and autocast: what a Hugging Face training step does.
@@ -19,12 +18,11 @@ from torch import nn
 
 from benchmarks.batches import hf_batch
 from benchmarks.reference import LoopLamb
-from data.pretraining import with_token_index
 from training.distributed import DistInfo
 from training.loop import Trainer, TrainerConfig
 from training.optim import build_optimizer, param_groups
 from training.precision import autocast
-from training.pretraining import PretrainingObjective
+from training.pretraining_objective import PretrainingObjective
 from training.schedules import build_schedule
 
 LR, WEIGHT_DECAY, BETAS, EPS = 1e-4, 0.01, (0.9, 0.999), 1e-6
@@ -60,11 +58,9 @@ def optimizer_bytes(optimizer: torch.optim.Optimizer) -> int:
 
 
 class OursRunner:
-    def __init__(self, name, model, batches, device, precision, compile, optimizer="adamw", objective=None,
-                 unpad=True):  # fmt: skip
+    def __init__(self, name, model, batches, device, precision, compile, optimizer="adamw", objective=None):
         self.name, self.device = name, device
-        # as PretrainingLoader(unpad=True) hands them over; the loop drops all-ones masks itself
-        self.batches = [with_token_index(b) for b in batches] if unpad else batches
+        self.batches = batches  # as PretrainingLoader hands them over; the loop drops all-ones masks itself
         model = model.to(device)
         self.optimizer = make_optimizer(model, optimizer)
         schedule = build_schedule("constant", self.optimizer, 1)

@@ -16,7 +16,6 @@ steps of the measured step time, saving with training.checkpoint.CheckpointWrite
 """
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -31,9 +30,10 @@ import torch  # noqa: E402
 from benchmarks.batches import corpus_batches, make_corpus, padding_share  # noqa: E402
 from benchmarks.reference import ExplicitMaskObjective, FullLogitObjective, unfuse_qkv, with_config  # noqa: E402
 from benchmarks.runners import HFRunner, OursRunner, static_bytes, step_memory, sync  # noqa: E402
-from model import ModelConfig, PreTrainingModel  # noqa: E402
+from model import ModelConfig, PretrainingModel  # noqa: E402
 from model.convert import save_hf_bert  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
+from utils.files import write_json_atomic  # noqa: E402
 from utils.paths import REPO_ROOT  # noqa: E402
 from utils.repro import code_version  # noqa: E402
 
@@ -78,7 +78,7 @@ def build_models(config: ModelConfig, work: Path):
     from transformers import BertForPreTraining
 
     torch.manual_seed(0)
-    ours = PreTrainingModel(config)
+    ours = PretrainingModel(config)
     save_hf_bert(ours, work / "hf")
     hf = BertForPreTraining.from_pretrained(work / "hf", attn_implementation="sdpa", dtype=torch.float32)
     return ours, hf
@@ -96,9 +96,8 @@ def runners_for(case_args, ours, hf, batches, args):
         "full-logit head": lambda: OursRunner("full-logit head", copy(), objective=full_logits, **common),
         "unfused QKV": lambda: OursRunner("unfused QKV", unfuse_qkv(copy()), **common),
         "mask always": lambda: OursRunner(
-            "mask always", copy(), objective=ExplicitMaskObjective(nsp=True), unpad=False, **common
+            "mask always", copy(), objective=ExplicitMaskObjective(nsp=True), **common
         ),
-        "padded layers": lambda: OursRunner("padded layers", copy(), unpad=False, **common),
         "vocab unpadded": lambda: OursRunner("vocab unpadded", copy(pad_vocab_to_multiple_of=1), **common),
         "AdamW for-loop": lambda: OursRunner("AdamW for-loop", copy(), optimizer="adamw_loop", **common),
         "AdamW foreach": lambda: OursRunner("AdamW foreach", copy(), optimizer="adamw_foreach", **common),
@@ -296,10 +295,7 @@ def main(argv=None) -> None:
     if args.json:
         meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **code_version(),
                 "torch": torch.__version__, "argv": sys.argv[1:]}  # fmt: skip
-        path = Path(args.json)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({**meta, "cases": results}, indent=2))
-        tmp.replace(path)
+        write_json_atomic(args.json, {**meta, "cases": results})
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import threading
 
 import torch
 
-from data.pretraining import PretrainingData, with_token_index
+from data.pretraining import PretrainingData
 
 _DONE = object()
 
@@ -26,7 +26,6 @@ class PretrainingLoader:
         pin_memory: bool = False,
         prefetch: int = 4,
         max_steps: int | None = None,
-        unpad: bool = False,
     ):
         self._stop = threading.Event()
         self.data, self.global_batch_size = data, global_batch_size
@@ -34,7 +33,6 @@ class PretrainingLoader:
         self.step = start_step  # the step the next yielded batch belongs to
         self.max_steps = max_steps  # stop before this step (None: never stop)
         self.pin_memory = pin_memory and torch.cuda.is_available()  # pinning needs a CUDA build
-        self.unpad = unpad  # add token_index to padded batches (data.pretraining.with_token_index)
         data.instance_indices(
             start_step, global_batch_size, rank, world_size, 0, accumulation
         )  # validate now
@@ -47,8 +45,6 @@ class PretrainingLoader:
             self.data.batch(step, self.global_batch_size, self.rank, self.world_size, m, self.accumulation)
             for m in range(self.accumulation)
         ]
-        if self.unpad:
-            batches = [with_token_index(b) for b in batches]
         if self.pin_memory:
             batches = [{k: v.pin_memory() for k, v in b.items()} for b in batches]
         return batches

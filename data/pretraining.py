@@ -256,13 +256,3 @@ class PretrainingData:
         if self.nsp:
             out["nsp_labels"] = inst["is_random_next"].astype(np.int64)  # 0: B follows A, 1: B is random
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
-
-
-def with_token_index(batch: dict) -> dict:
-    """Adds token_index [T], the flat positions (row * S + column) of the real tokens, to a batch with
-    padding (model.common.Unpadded); made on the host, in the loader thread, so the model needs no sync
-    to unpad. A batch without padding is returned as it is: it runs unmasked and padded."""
-    mask = batch["attention_mask"]  # [b,S]
-    if bool(mask.all()):
-        return batch
-    return {**batch, "token_index": mask.flatten().nonzero().squeeze(1)}

@@ -14,24 +14,18 @@ from utils.paths import REPO_ROOT
 STEP_DIR = re.compile(r"step_(\d+)$")
 
 
-def _is_checkpoint(d: Path) -> bool:
-    return (d / "model.safetensors").is_file() and (d / "config.json").is_file()
-
-
 def find_checkpoints(path: str | Path) -> list[tuple[int | None, Path]]:
-    """(step, dir) pairs sorted by step: one step dir, or every checkpoints/step_N/ of a run dir."""
+    """(step, dir) pairs sorted by step: one step dir, or every checkpoints/step_N/ of a run dir
+    (training.checkpoint.list_checkpoints, the one discovery rule, for loadable models)."""
+    from training.checkpoint import EVALUABLE, list_checkpoints
+
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"--checkpoint_path {path}: no such directory")
-    if _is_checkpoint(path):
+    if all((path / name).is_file() for name in EVALUABLE):
         m = STEP_DIR.match(path.name)
         return [(int(m.group(1)) if m else None, path)]
-    parent = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    found = []
-    for d in parent.iterdir():
-        m = STEP_DIR.match(d.name)
-        if m and d.is_dir() and _is_checkpoint(d):
-            found.append((int(m.group(1)), d))
+    found = list_checkpoints(path, "step", need=EVALUABLE)
     if not found:
         raise UserError(
             f"--checkpoint_path {path}: no checkpoints (step_N/ with model.safetensors + config.json)"

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from model.config import ModelConfig
+from model.encoder import Encoder
 from model.heads import ClassifierConfig, QuestionAnsweringModel, SequenceClassificationModel
 from model.io import CONFIG_NAME, WEIGHTS_NAME, load_any, load_state, read_safetensors
-from model.pretraining import BACKBONE_CLASSES
 from utils.errors import UserError
 
 
@@ -60,12 +60,22 @@ def build_model(task, encoder, head: ClassifierConfig | None, head_seed: int) ->
             model = QuestionAnsweringModel(encoder, head)
         else:
             model = SequenceClassificationModel(encoder, head)
-    uses_pooler = task != "squad" and head.pooling == "pooler"
-    pooler = getattr(encoder, "pooler", None)
-    if pooler is not None and not uses_pooler:  # unused: DDP would wait for its gradients forever
-        pooler.requires_grad_(False)
-    model.finetune_info = {"task": task, "head": head.to_dict() if head is not None else None}
     return model
+
+
+def finetune_record(task: str, head: ClassifierConfig | None) -> dict:
+    """What rebuilds a fine-tuned model besides its encoder config: checkpoint.json's "finetune" entry."""
+    return {"task": task, "head": head.to_dict() if head is not None else None}
+
+
+def read_finetune_record(directory) -> dict:
+    """The "finetune" entry of a fine-tuning checkpoint's checkpoint.json (see finetune_record)."""
+    try:
+        return json.loads((Path(directory) / "checkpoint.json").read_text())["finetune"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(
+            f"{directory}: not a fine-tuning checkpoint (checkpoint.json without 'finetune')"
+        ) from None
 
 
 def freeze(model, freeze_encoder: bool, freeze_layers: int) -> None:
@@ -86,7 +96,7 @@ def shadow_builder(config: ModelConfig, info: dict):
     """A CPU twin factory for training/checkpoint.py's writer (it copies the weights into the twin)."""
 
     def build():
-        encoder = BACKBONE_CLASSES[config.backbone][0](config)
+        encoder = Encoder(config)
         head = ClassifierConfig.from_dict(info["head"]) if info["head"] is not None else None
         return build_model(info["task"], encoder, head, head_seed=0)
 
@@ -94,14 +104,9 @@ def shadow_builder(config: ModelConfig, info: dict):
 
 
 def load_finetuned(directory, device="cpu") -> torch.nn.Module:
-    """A fine-tuned model from checkpoints/epoch_E/ (encoder + head), with `.finetune_info`."""
+    """A fine-tuned model from checkpoints/epoch_E/ (encoder + head)."""
     directory = Path(directory)
-    try:
-        info = json.loads((directory / "checkpoint.json").read_text())["finetune"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(
-            f"{directory}: not a fine-tuning checkpoint (checkpoint.json without 'finetune')"
-        ) from None
+    info = read_finetune_record(directory)
     config = ModelConfig.from_json(directory / CONFIG_NAME)
     with torch.device(device):
         model = shadow_builder(config, info)()

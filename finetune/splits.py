@@ -14,12 +14,12 @@ context crosses a split boundary.
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from utils.errors import UserError
+from utils.files import write_text_atomic
 
 
 def _sha256(obj) -> str:
@@ -112,11 +112,7 @@ def make_record(task, mode, seed, params, splits) -> dict:
 
 
 def save_split(record: dict, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def load_split(path: Path, task: str, available) -> tuple[dict, dict]:

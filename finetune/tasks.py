@@ -29,11 +29,11 @@ def truncated_lengths(la: np.ndarray, lb: np.ndarray, budget: int):
     return np.where(over, fa, la), np.where(over, fb, lb)
 
 
-def model_inputs(batch: dict, use_token_types: bool) -> dict:
+def model_inputs(batch: dict) -> dict:
     return {
         "input_ids": batch["input_ids"],  # [B,S]
         "attention_mask": batch["attention_mask"],  # [B,S]
-        "token_type_ids": batch["token_type_ids"] if use_token_types else None,
+        "token_type_ids": batch["token_type_ids"],  # [B,S]; backbones without token types ignore it
     }
 
 
@@ -46,10 +46,10 @@ class ClassificationTask:
         self.spec = GLUE_TASKS[name]
         self.name, self.metric_names = name, self.spec.metrics
         self.regression = self.spec.labels is None
+        self.metric_terms = {} if self.regression else {"task_acc": "task"}  # see training.loop.Objective
         self.num_labels = self.spec.num_labels
         self.tokenizer, self.special, self.max_seq_length = tokenizer, special, max_seq_length
         self.label_smoothing = label_smoothing
-        self.use_token_types = True
 
     def group_of(self, example):  # split unit: identical texts stay together
         return example.texts
@@ -78,7 +78,7 @@ class ClassificationTask:
         return {"task": torch.full((), labels.numel(), dtype=torch.long, device=labels.device)}
 
     def forward(self, model, batch: dict) -> torch.Tensor:
-        return model(**model_inputs(batch, self.use_token_types))  # logits [B,num_labels]
+        return model(**model_inputs(batch))  # logits [B,num_labels]
 
     def loss_sums(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         """[B] per-example loss (fp32)."""
@@ -130,6 +130,7 @@ class SquadTask:
         self, tokenizer, special, max_seq_length, doc_stride, max_query_length, max_answer_length, n_best
     ):
         self.name = "squad"
+        self.metric_terms = {}  # see training.loop.Objective
         self.tokenizer, self.special = tokenizer, special
         self.max_seq_length, self.doc_stride, self.max_query_length = (
             max_seq_length,
@@ -137,7 +138,6 @@ class SquadTask:
             max_query_length,
         )
         self.max_answer_length, self.n_best = max_answer_length, n_best
-        self.use_token_types = True
 
     def group_of(self, example):  # split unit: an article's questions stay together (shared contexts)
         return example.title
@@ -165,7 +165,7 @@ class SquadTask:
         return {"task": torch.full((), positions.numel(), dtype=torch.long, device=positions.device)}
 
     def forward(self, model, batch: dict):
-        start, end = model(**model_inputs(batch, self.use_token_types))  # [B,S] each
+        start, end = model(**model_inputs(batch))  # [B,S] each
         start, end = start.float(), end.float()
         mask = batch["attention_mask"]  # None when the batch has no padding (the loop drops all-ones masks)
         if mask is None:

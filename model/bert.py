@@ -10,15 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.common import (
-    EncoderOutput,
-    Unpadded,
-    check_length,
-    key_padding_mask,
-    layer_weights_of,
-    zero_vocab_padding,
-)
-from model.layer_weighting import LayerWeighting, run_layers
+from model.common import zero_vocab_padding
 
 
 class BertEmbeddings(nn.Module):
@@ -35,6 +27,7 @@ class BertEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids=None):
+        """-> (x [B,S,H], the extra layer inputs: none for BERT)."""
         seq_len = input_ids.size(1)
         positions = torch.arange(seq_len, device=input_ids.device)  # [S]
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions)  # [B,S,H]
@@ -43,7 +36,7 @@ class BertEmbeddings(nn.Module):
                 x = x + self.token_type_embeddings.weight[0]
             else:
                 x = x + self.token_type_embeddings(token_type_ids)
-        return self.dropout(self.norm(x))
+        return self.dropout(self.norm(x)), ()
 
 
 class BertSelfAttention(nn.Module):
@@ -54,21 +47,20 @@ class BertSelfAttention(nn.Module):
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
 
-    def forward(self, x, mask, unpadded: Unpadded | None = None):
-        # x [B,S,H], or [T,H] real tokens with unpadded; mask bool [B,1,1,S] (True = attend) or None
-        qkv = self.qkv(x)  # [B,S,3H] or [T,3H]
-        if unpadded is not None:
-            qkv = unpadded.pad(qkv)  # [B,S,3H]
-        B, S, H = qkv.size(0), qkv.size(1), qkv.size(2) // 3
-        q, k, v = qkv.view(B, S, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)
-        # q, k, v [B,nh,S,hd]; scale 1/sqrt(hd) is SDPA's default
+    def project(self, x):
+        """x [B,S,H] -> query, key, value [B,nh,S,hd] each, from the one fused projection."""
+        B, S, H = x.shape
+        return self.qkv(x).view(B, S, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)
+
+    def forward(self, x, mask):
+        # x [B,S,H]; mask bool [B,1,1,S] (True = attend) or None
+        B, S, H = x.shape
+        q, k, v = self.project(x)  # [B,nh,S,hd]; scale 1/sqrt(hd) is SDPA's default
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
         )
         y = y.transpose(1, 2).reshape(B, S, H)
-        if unpadded is not None:
-            y = unpadded.unpad(y)  # [T,H]
-        return self.out(y)  # [B,S,H] or [T,H]
+        return self.out(y)  # [B,S,H]
 
 
 class BertLayer(nn.Module):
@@ -82,57 +74,11 @@ class BertLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(h, eps=eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x, mask, unpadded: Unpadded | None = None):
-        # post-LayerNorm: normalise after each residual sum; x [B,S,H], or [T,H] with unpadded
-        x = self.attention_norm(x + self.dropout(self.attention(x, mask, unpadded)))
+    def forward(self, x, mask):
+        # post-LayerNorm: normalise after each residual sum; x [B,S,H]
+        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
         x = self.ffn_norm(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))  # exact (erf) GELU
         return x
-
-
-class BertEncoder(nn.Module):
-    """Embeddings + layers + pooler. With ELC layer weighting each layer's full output is stored and mixed."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.embeddings = BertEmbeddings(config)
-        self.layers = nn.ModuleList([BertLayer(config) for _ in range(config.num_hidden_layers)])
-        self.layer_weighting = LayerWeighting(config) if config.layer_weighting != "none" else None
-        self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
-        self.apply(lambda m: init_bert_weights(m, config))
-        zero_vocab_padding(self.embeddings.word_embeddings, config.vocab_size)
-
-    @property
-    def word_embeddings(self) -> nn.Embedding:
-        return self.embeddings.word_embeddings
-
-    def layer_weights(self) -> dict[str, torch.Tensor]:
-        return layer_weights_of(self)
-
-    def forward(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        output_hidden_states=False,
-        token_index=None,
-    ):
-        # input_ids [B,S]; attention_mask [B,S] 1 = token, 0 = pad, None = no padding;
-        # token_index [T] (see model.common.Unpadded): layers then skip the padding positions
-        check_length(input_ids, self.config)
-        x = self.embeddings(input_ids, token_type_ids)  # [B,S,H]
-        unpadded = Unpadded.of(x, attention_mask, token_index)
-        mask = key_padding_mask(attention_mask)
-        x, states = run_layers(
-            self.layers,
-            self.layer_weighting,
-            x,
-            mask,
-            unpadded=unpadded,
-            output_hidden_states=output_hidden_states,
-        )
-        pooled = torch.tanh(self.pooler(x[:, 0]))  # [B,H]
-        return EncoderOutput(x, states, pooled)
 
 
 class BertMLMHead(nn.Module):
@@ -179,3 +125,9 @@ def init_bert_weights(module: nn.Module, config) -> None:
     elif isinstance(module, nn.LayerNorm) and module.weight is not None:
         module.weight.fill_(1.0)
         module.bias.zero_()
+
+
+@torch.no_grad()
+def init_bert_encoder(encoder: nn.Module, config) -> None:
+    encoder.apply(lambda m: init_bert_weights(m, config))
+    zero_vocab_padding(encoder.embeddings.word_embeddings, config.vocab_size)

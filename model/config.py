@@ -1,14 +1,10 @@
 """Model configuration: one dataclass, read from and written to JSON. Every knob of the model is a field."""
 
 import dataclasses
-import json
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from utils.errors import UserError
-from utils.files import read_json
+from utils.files import read_json, write_json_atomic
 
 BACKBONES = ("bert", "ltg")
 LAYER_WEIGHTINGS = ("none", "base", "zero", "normalized", "weighted_output")
@@ -78,24 +74,23 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "ModelConfig":
-        """Every field must be present and no other key: a misspelt key is an error, not a silent default."""
+        """A missing key takes its field's default (configs saved before a knob existed keep loading); an
+        unknown key is an error, so a misspelt key never becomes a silent default."""
         if not isinstance(d, dict):
             raise UserError(f"{source}: expected a JSON object")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - set(fields))
         if unknown:
             raise UserError(f"{source}: unknown key {unknown[0]!r} (known keys: {', '.join(fields)})")
-        missing = [name for name in fields if name not in d]
-        if missing:
-            raise UserError(f"{source}: missing key {missing[0]!r}")
         for name, value in d.items():
             kind = fields[name].type
             want = (int, float) if kind is float else kind
             if isinstance(value, bool) != (kind is bool) or not isinstance(value, want):
                 raise UserError(f"{source}: key {name!r} must be {kind.__name__}, got {value!r}")
         config = cls.__new__(cls)
-        for name, value in d.items():
-            setattr(config, name, float(value) if fields[name].type is float else value)
+        for name, field in fields.items():
+            value = d.get(name, field.default)
+            setattr(config, name, float(value) if field.type is float else value)
         config.validate(source)
         return config
 
@@ -104,10 +99,4 @@ class ModelConfig:
         return cls.from_dict(read_json(path, "config file"), source=str(path))
 
     def to_json(self, path) -> None:
-        """Atomic: write a temporary file beside the target, then rename."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
+        write_json_atomic(path, self.to_dict())

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from model.config import ModelConfig
 from model.io import load_model, load_state, read_safetensors, save_model
-from model.pretraining import PreTrainingModel
+from model.pretraining_model import PretrainingModel
 from utils.errors import ArgumentParser, UserError, run_cli
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -132,7 +132,7 @@ def read_hf_config(hf_dir: Path, has_nsp: bool) -> ModelConfig:
     )
 
 
-def load_hf_bert(hf_dir) -> PreTrainingModel:
+def load_hf_bert(hf_dir) -> PretrainingModel:
     """Build our BERT from a local HF BERT folder; heads absent from the file keep a fresh init (warned)."""
     hf_dir = Path(hf_dir)
     if not hf_dir.is_dir():
@@ -141,7 +141,7 @@ def load_hf_bert(hf_dir) -> PreTrainingModel:
     config = read_hf_config(hf_dir, has_nsp="cls.seq_relationship.weight" in hf_state)
     if "cls.predictions.bias" not in hf_state and "cls.predictions.decoder.bias" in hf_state:
         hf_state["cls.predictions.bias"] = hf_state["cls.predictions.decoder.bias"]
-    model = PreTrainingModel(config)
+    model = PretrainingModel(config)
     own = model.state_dict()
     state, used, fresh = {}, set(), []
     for ours, names in hf_names(config).items():
@@ -175,6 +175,8 @@ def load_hf_bert(hf_dir) -> PreTrainingModel:
         "cls.predictions.decoder.weight",
         "cls.predictions.decoder.bias",
     )
+    if "encoder.pooler.weight" not in own:  # no NSP head: no head of ours reads the pooler
+        ignored += ("bert.pooler.dense.weight", "bert.pooler.dense.bias")
     unused = sorted(k for k in hf_state if k not in used and k not in ignored)
     if unused:
         raise UserError(f"{hf_dir}: weight {unused[0]!r} does not fit config.json (not used by the model)")
@@ -187,7 +189,7 @@ def load_hf_bert(hf_dir) -> PreTrainingModel:
     return model
 
 
-def save_hf_bert(model: PreTrainingModel, out_dir) -> None:
+def save_hf_bert(model: PretrainingModel, out_dir) -> None:
     """Write config.json + model.safetensors in HF BertForPreTraining format (decoder tied, so not stored)."""
     config = model.config
     if config.backbone != "bert" or config.layer_weighting != "none":

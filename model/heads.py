@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from model.common import layer_weights_of, no_weight_decay_names
+from model.common import no_weight_decay_names
 from utils.errors import UserError
 
 POOLINGS = ("cls", "pooler", "mean")
@@ -52,13 +52,15 @@ class ClassifierConfig:
 class EncoderModel(nn.Module):
     """Shared by the fine-tuning models: the encoder, its config, ELC weights and weight-decay groups."""
 
-    def __init__(self, encoder: nn.Module):
+    def __init__(self, encoder: nn.Module, uses_pooler: bool = False):
         super().__init__()
+        if not uses_pooler:
+            encoder.pooler = None  # no gradient would reach it; the pretrained checkpoint keeps its weights
         self.encoder = encoder
         self.config = encoder.config  # the backbone's ModelConfig
 
-    def layer_weights(self) -> dict[str, torch.Tensor]:
-        return layer_weights_of(self.encoder)
+    def softmaxed_layer_weights(self) -> dict[str, torch.Tensor]:
+        return self.encoder.softmaxed_layer_weights()
 
     def no_weight_decay(self) -> set[str]:
         return no_weight_decay_names(self)
@@ -83,11 +85,11 @@ def mlp(width: int, cfg: ClassifierConfig) -> nn.Sequential:
 
 class SequenceClassificationModel(EncoderModel):
     def __init__(self, encoder: nn.Module, cfg: ClassifierConfig):
-        super().__init__(encoder)
-        if cfg.pooling == "pooler" and not hasattr(encoder, "pooler"):
+        if cfg.pooling == "pooler" and getattr(encoder, "pooler", None) is None:
             raise UserError(
-                f"classifier: pooling='pooler' needs a bert backbone, got {self.config.backbone!r}"
+                f"classifier: pooling='pooler' needs a bert backbone, got {encoder.config.backbone!r}"
             )
+        super().__init__(encoder, uses_pooler=cfg.pooling == "pooler")
         self.classifier_config = cfg
         self.classifier = mlp(self.config.hidden_size, cfg)
         init_head(self.classifier, self.config.initializer_range)

@@ -13,8 +13,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.common import Unpadded
-
 
 class LayerWeighting(nn.Module):
     def __init__(self, config):
@@ -28,8 +26,8 @@ class LayerWeighting(nn.Module):
             if variant == "base":
                 w[-1] = 1.0
             weights.append(nn.Parameter(w))
-        self.layer_weights = nn.ParameterList(weights)
-        # weighted_output: one more mix over the embedding and all n_layers outputs, starting uniform
+        self.layer_weights = nn.ParameterList(weights)  # logits (softmaxed in mix); a checkpoint name
+        # weighted_output: one more mix (logits) over the embedding and all n_layers outputs, starting uniform
         self.output_weights = (
             nn.Parameter(torch.zeros(n_layers + 1)) if variant == "weighted_output" else None
         )
@@ -54,35 +52,3 @@ class LayerWeighting(nn.Module):
         if self.output_weights is not None:
             out["output"] = torch.softmax(self.output_weights.detach(), 0)
         return out
-
-
-def run_layers(
-    layers: nn.ModuleList,
-    weighting: LayerWeighting | None,
-    x: torch.Tensor,
-    *args,
-    unpadded: Unpadded | None = None,
-    output_hidden_states: bool = False,
-):
-    """Run the encoder layers on the embedding output x [B,S,H], with or without ELC mixing; each layer
-    gets (x, *args, unpadded). With unpadded, the layers see only the real tokens [T,H].
-
-    Returns (final output [B,S,H], the embedding output and every layer's stored output, or None).
-    """
-    x = x if unpadded is None else unpadded.unpad(x)  # [B,S,H] or [T,H]
-    states = [x]
-    for i, layer in enumerate(layers):
-        if weighting is not None:
-            x = weighting.mix(weighting.layer_weights[i], states)
-        x = layer(x, *args, unpadded)
-        if weighting is not None:
-            x = weighting.store(x)
-        states.append(x)
-    if weighting is not None and weighting.output_weights is not None:
-        x = weighting.mix(weighting.output_weights, states)
-    if not output_hidden_states:
-        states = None
-    if unpadded is not None:  # back to [B,S,H], zeros at padding
-        x = unpadded.pad(x)
-        states = None if states is None else [unpadded.pad(s) for s in states]
-    return x, states

@@ -16,15 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.common import (
-    EncoderOutput,
-    Unpadded,
-    check_length,
-    key_padding_mask,
-    layer_weights_of,
-    zero_vocab_padding,
-)
-from model.layer_weighting import LayerWeighting, run_layers
+from model.common import zero_vocab_padding
 
 
 def make_log_bucket_position(relative_pos: torch.Tensor, bucket_size: int, max_position: int) -> torch.Tensor:
@@ -67,9 +59,11 @@ class LtgEmbeddings(nn.Module):
         self.relative_embedding = nn.Parameter(torch.empty(2 * config.position_bucket_size - 1, h))
         self.relative_norm = nn.LayerNorm(h, eps=eps)  # affine, as in the reference
 
-    def forward(self, input_ids):
+    def forward(self, input_ids, token_type_ids=None):
+        """-> (x [B,S,H], the extra layer inputs: the relative embedding [R,H], R = 2*bucket-1);
+        token_type_ids is ignored (LTG has no token-type embedding)."""
         x = self.dropout(self.word_norm(self.word_embeddings(input_ids)))  # [B,S,H]
-        return x, self.relative_norm(self.relative_embedding)  # [B,S,H], [R,H] with R = 2*bucket-1
+        return x, (self.relative_norm(self.relative_embedding),)
 
 
 class LtgAttention(nn.Module):
@@ -87,12 +81,9 @@ class LtgAttention(nn.Module):
         indices = relative_position_indices(config.position_bucket_size, config.max_position_embeddings)
         self.register_buffer("position_indices", indices, persistent=False)
 
-    def forward(self, x, mask, relative_embedding, unpadded: Unpadded | None = None):
-        # x [B,S,H], or [T,H] real tokens with unpadded; mask bool [B,1,1,S] (True = attend) or None;
-        # relative_embedding [R,H]
-        qkv = self.qkv(self.pre_norm(x))  # [B,S,3H] or [T,3H]
-        if unpadded is not None:
-            qkv = unpadded.pad(qkv)  # [B,S,3H]
+    def forward(self, x, mask, relative_embedding):
+        # x [B,S,H]; mask bool [B,1,1,S] (True = attend) or None; relative_embedding [R,H]
+        qkv = self.qkv(self.pre_norm(x))  # [B,S,3H]
         B, S, H = qkv.size(0), qkv.size(1), qkv.size(2) // 3
         nh, hd = self.num_heads, H // self.num_heads
         q, k, v = qkv.view(B, S, 3, nh, hd).permute(2, 0, 3, 1, 4)  # [B,nh,S,hd]
@@ -108,9 +99,7 @@ class LtgAttention(nn.Module):
         p = self.dropout.p if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p, scale=self.scale)
         y = y.transpose(1, 2).reshape(B, S, H)
-        if unpadded is not None:
-            y = unpadded.unpad(y)  # [T,H]
-        return self.dropout(self.post_norm(self.out(y)))  # [B,S,H] or [T,H]
+        return self.dropout(self.post_norm(self.out(y)))  # [B,S,H]
 
 
 class GeGLU(nn.Module):
@@ -143,55 +132,10 @@ class LtgLayer(nn.Module):
         self.ffn = LtgFeedForward(config)
         self.residual = residual  # False under ELC weighting: the mix of stored outputs is the residual
 
-    def forward(self, x, mask, relative_embedding, unpadded: Unpadded | None = None):
-        a = self.attention(x, mask, relative_embedding, unpadded)
+    def forward(self, x, mask, relative_embedding):
+        a = self.attention(x, mask, relative_embedding)
         out = a + self.ffn(x + a)  # this layer's contribution
         return x + out if self.residual else out
-
-
-class LtgEncoder(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.embeddings = LtgEmbeddings(config)
-        elc = config.layer_weighting != "none"
-        self.layers = nn.ModuleList(
-            [LtgLayer(config, residual=not elc) for _ in range(config.num_hidden_layers)]
-        )
-        self.layer_weighting = LayerWeighting(config) if elc else None
-        init_ltg_weights(self, config)
-
-    @property
-    def word_embeddings(self) -> nn.Embedding:
-        return self.embeddings.word_embeddings
-
-    def layer_weights(self) -> dict[str, torch.Tensor]:
-        return layer_weights_of(self)
-
-    def forward(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        output_hidden_states=False,
-        token_index=None,
-    ):
-        # input_ids [B,S] with S <= max_position_embeddings; token_type_ids is ignored (ltg has none);
-        # token_index [T] (see model.common.Unpadded): layers then skip the padding positions
-        check_length(input_ids, self.config)
-        x, relative = self.embeddings(input_ids)  # [B,S,H], [R,H]
-        unpadded = Unpadded.of(x, attention_mask, token_index)
-        mask = key_padding_mask(attention_mask)
-        x, states = run_layers(
-            self.layers,
-            self.layer_weighting,
-            x,
-            mask,
-            relative,
-            unpadded=unpadded,
-            output_hidden_states=output_hidden_states,
-        )
-        return EncoderOutput(x, states, None)
 
 
 class LtgMLMHead(nn.Module):
@@ -232,7 +176,7 @@ class LtgNSPHead(nn.Module):
             nn.LayerNorm(h, eps=eps, elementwise_affine=False),
             nn.Linear(h, 2),
         )
-        for linear in (self.mlp[1], self.mlp[-1]):
+        for linear in (m for m in self.mlp if isinstance(m, nn.Linear)):
             trunc_normal_(linear.weight, ltg_std(h))
             nn.init.zeros_(linear.bias)
 
@@ -241,7 +185,7 @@ class LtgNSPHead(nn.Module):
 
 
 @torch.no_grad()
-def init_ltg_weights(encoder: LtgEncoder, config) -> None:
+def init_ltg_weights(encoder: nn.Module, config) -> None:
     """Truncated normal (std sqrt(2/(5H)), cut at +-2 std), zero biases; layer i's FFN scaled by
     sqrt(1/(2(i+1)))."""
     std = ltg_std(config.hidden_size)
@@ -252,6 +196,6 @@ def init_ltg_weights(encoder: LtgEncoder, config) -> None:
         for linear in (layer.attention.qkv, layer.attention.out):
             trunc_normal_(linear.weight, std)
             linear.bias.zero_()
-        for linear in (layer.ffn.mlp[1], layer.ffn.mlp[4]):
+        for linear in (m for m in layer.ffn.modules() if isinstance(m, nn.Linear)):  # in, then out
             trunc_normal_(linear.weight, std)
             linear.weight *= math.sqrt(1.0 / (2.0 * (i + 1)))

@@ -25,7 +25,7 @@ def data_root() -> Path:
     return root
 
 
-# ---- model helper: single-threaded torch for tiny-model tests ----
+# ---- single-threaded torch for tiny-model tests ----
 # With other processes on the 2 cores, 2 intra-op threads made tiny forward/backward passes up to
 # 100x slower (threads spin-waiting on each other); one thread is faster for hidden-64 models.
 @pytest.fixture
@@ -36,7 +36,7 @@ def single_thread():
     torch.set_num_threads(n)
 
 
-# ---- data fixtures (owned by the data helper) -------------------------------------------------------
+# ---- data fixtures ----------------------------------------------------------------------------------
 # A handful of real Gutenberg books (~1.9 MB, ~450k tokens): small enough to train a tokenizer and
 # preprocess once per test session in a few seconds.
 FIXTURE_BOOKS = [
@@ -84,7 +84,7 @@ def processed_corpus(fixture_books, tokenizer_path, tmp_path_factory) -> Path:
 # ---- end of data fixtures ---------------------------------------------------------------------------
 
 
-# ---- fine-tuning helper: a small pretrained model (reusable, e.g. by the zoo tests) -----------------
+# ---- a small pretrained model (for fine-tuning and the zoo tests) -----------------------------------
 @pytest.fixture(scope="session")
 def pretrained_tiny(processed_corpus, tokenizer_path, tmp_path_factory) -> Path:
     """configs/tiny.json (bert, hidden 64, 2 layers, 128 positions, NSP) pretrained with train_pretrain.py
@@ -107,4 +107,4 @@ def pretrained_tiny(processed_corpus, tokenizer_path, tmp_path_factory) -> Path:
     return out / "checkpoints" / "step_150"
 
 
-# ---- end of fine-tuning helper ----------------------------------------------------------------------
+# ---- end of the small pretrained model --------------------------------------------------------------

@@ -12,14 +12,14 @@ import torch.nn.functional as F
 from data.tokenization import load_tokenizer, special_ids
 from evaluation.blimp import aggregate, encode_pairs, evaluate, load_blimp, main, score_pairs
 from evaluation.pll import encode, pseudo_log_likelihoods
-from model import ModelConfig, PreTrainingModel
+from model import ModelConfig, PretrainingModel
 from model.io import save_model
 from utils.paths import REPO_ROOT
 
 
 def make_model(config: str):
     torch.manual_seed(0)
-    model = PreTrainingModel(ModelConfig.from_json(REPO_ROOT / "configs" / f"{config}.json")).eval()
+    model = PretrainingModel(ModelConfig.from_json(REPO_ROOT / "configs" / f"{config}.json")).eval()
     for p in model.parameters():  # larger weights than at init: predictions then depend on the context
         if p.dim() == 2:
             torch.nn.init.normal_(p, std=0.2)

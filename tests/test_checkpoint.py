@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from model import ModelConfig, PreTrainingModel
+from model import ModelConfig, PretrainingModel
 from model.io import load_model
 from training.checkpoint import CheckpointWriter, latest_checkpoint, list_checkpoints, load_checkpoint
 from utils.errors import UserError
@@ -15,7 +15,7 @@ from utils.paths import REPO_ROOT
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    return PreTrainingModel(ModelConfig.from_json(REPO_ROOT / "configs" / "tiny.json"))
+    return PretrainingModel(ModelConfig.from_json(REPO_ROOT / "configs" / "tiny.json"))
 
 
 def _save(writer, step, model, kept=False, extra=0.0):

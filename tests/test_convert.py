@@ -9,7 +9,7 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-from model import ModelConfig, PreTrainingModel
+from model import ModelConfig, PretrainingModel
 from model.convert import load_hf_bert, save_hf_bert
 from model.convert import main as convert_main
 from model.io import load_model, save_model
@@ -51,7 +51,7 @@ def inputs(batch=3, seq=17, vocab=101, seed=1):
     return ids, types, mask
 
 
-def assert_same_outputs(ours: PreTrainingModel, hf, mask_padding: bool):
+def assert_same_outputs(ours: PretrainingModel, hf, mask_padding: bool):
     ours.eval()
     ids, types, mask = inputs()
     mask = mask if mask_padding else None
@@ -92,7 +92,7 @@ def test_import_matches_transformers(tmp_path, fmt):
 def test_export_loads_in_transformers(tmp_path):
     torch.manual_seed(0)
     config = ModelConfig(**HF_SMALL, pad_vocab_to_multiple_of=8, hidden_dropout_prob=0.0)
-    ours = PreTrainingModel(config)
+    ours = PretrainingModel(config)
     with torch.no_grad():
         for p in ours.parameters():
             if p.ndim == 1:
@@ -164,7 +164,7 @@ def test_cli_bad_inputs(tmp_path):
     assert_one_line_error(run_cli("--from_hf", empty, "--output_dir", tmp_path / "out"), "pytorch_model.bin")
     # our checkpoint with a misspelt config key
     save_model(
-        PreTrainingModel(ModelConfig.from_json(REPO_ROOT / "configs" / "tiny.json")), tmp_path / "ckpt"
+        PretrainingModel(ModelConfig.from_json(REPO_ROOT / "configs" / "tiny.json")), tmp_path / "ckpt"
     )
     d = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     d["hiden_size"] = d.pop("hidden_size")
@@ -180,6 +180,6 @@ def test_cli_bad_inputs(tmp_path):
 
 
 def test_ltg_export_refused(tmp_path):
-    model = PreTrainingModel(ModelConfig.from_json(REPO_ROOT / "configs" / "tiny_elc.json"))
+    model = PretrainingModel(ModelConfig.from_json(REPO_ROOT / "configs" / "tiny_elc.json"))
     with pytest.raises(UserError, match="backbone='ltg'"):
         save_hf_bert(model, tmp_path)

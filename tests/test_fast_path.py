@@ -13,10 +13,10 @@ import torch
 
 from benchmarks.batches import corpus_batches
 from benchmarks.reference import FullLogitObjective, LoopLamb, with_config
-from model import ModelConfig, PreTrainingModel
+from model import ModelConfig, PretrainingModel
 from training.loop import Trainer, TrainerConfig
 from training.optim import build_optimizer, param_groups
-from training.pretraining import PretrainingObjective
+from training.pretraining_objective import PretrainingObjective
 from training.schedules import build_schedule
 from utils.paths import REPO_ROOT
 
@@ -68,7 +68,7 @@ def test_fast_path_losses_equal_plain_path(batches, fast_opt, plain_opt):
     assert any(padded) and not all(padded)  # both the mask and the no-mask path are taken
 
     torch.manual_seed(0)
-    fast = PreTrainingModel(_config())
+    fast = PretrainingModel(_config())
     plain = with_config(fast, pad_vocab_to_multiple_of=1)
     assert fast.encoder.word_embeddings.weight.shape[0] == 4160
     assert plain.encoder.word_embeddings.weight.shape[0] == 4099

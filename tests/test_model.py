@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import model.bert
-from model import ModelConfig, PreTrainingModel
+from model import ModelConfig, PretrainingModel
 from model.config import LAYER_WEIGHTINGS
 from model.io import load_model, save_model
 from model.ltg import make_log_bucket_position
@@ -85,7 +85,7 @@ def test_config_errors_name_the_key(tmp_path):
 
 def test_bert_base_has_110m_parameters():
     with torch.device("meta"):  # no memory, no init cost
-        m = PreTrainingModel(ModelConfig.from_json(CONFIGS / "bert_base.json"))
+        m = PretrainingModel(ModelConfig.from_json(CONFIGS / "bert_base.json"))
     n = sum(p.numel() for p in m.parameters())
     assert abs(n - 110e6) / 110e6 < 0.01, n
 
@@ -102,7 +102,7 @@ def test_no_attention_mask_reaches_sdpa_without_padding(monkeypatch):
         return sdpa(*args, **kwargs)
 
     monkeypatch.setattr(model.bert.F, "scaled_dot_product_attention", spy)
-    m = PreTrainingModel(tiny()).eval()
+    m = PretrainingModel(tiny()).eval()
     ids, mask, types = batch(m.config)
     m(ids, None, types)
     assert seen == [None, None]
@@ -112,7 +112,7 @@ def test_no_attention_mask_reaches_sdpa_without_padding(monkeypatch):
 
 @pytest.mark.parametrize("name", ["tiny", "tiny_elc"])
 def test_padding_does_not_change_real_tokens(name):
-    m = PreTrainingModel(tiny(name)).eval()
+    m = PretrainingModel(tiny(name)).eval()
     ids, mask, types = batch(m.config)
     noisy = torch.where(mask.bool(), ids, torch.randint_like(ids, 5, 100))  # change only the pad tokens
     with torch.no_grad():
@@ -128,7 +128,7 @@ def test_padding_does_not_change_real_tokens(name):
 @pytest.mark.parametrize("name", ["tiny", "tiny_elc"])
 def test_masked_only_mlm_loss_equals_full_loss(name):
     config = tiny(name, pad_vocab_to_multiple_of=64, vocab_size=4000)
-    m = PreTrainingModel(config).eval()
+    m = PretrainingModel(config).eval()
     ids, mask, types = batch(config)
     g = torch.Generator().manual_seed(1)
     positions = torch.stack([torch.randperm(7, generator=g)[:5] for _ in range(3)])  # [B,P], distinct
@@ -153,7 +153,7 @@ def test_masked_only_mlm_loss_equals_full_loss(name):
 def test_forward_is_one_graph_without_host_sync(name):
     # .item(), nonzero() or boolean indexing in forward would each show up as a graph break
     config = tiny(name, layer_weighting="weighted_output", next_sentence_prediction=True)
-    m = PreTrainingModel(config)
+    m = PretrainingModel(config)
     ids, mask, types = batch(config)
     explained = torch._dynamo.explain(m)(ids, mask, types, torch.zeros(3, 4, dtype=torch.long))
     assert explained.graph_break_count == 0, explained.break_reasons
@@ -200,7 +200,7 @@ def reference_ltg_attention(att, x, pad, relative):
 
 def test_ltg_attention_matches_reference_math():
     torch.manual_seed(0)
-    m = PreTrainingModel(tiny("tiny_elc", max_position_embeddings=64, position_bucket_size=8)).eval()
+    m = PretrainingModel(tiny("tiny_elc", max_position_embeddings=64, position_bucket_size=8)).eval()
     att = m.encoder.layers[0].attention
     with torch.no_grad():
         att.post_norm.weight.add_(0.3 * torch.randn(64))
@@ -217,7 +217,7 @@ def test_ltg_initialisation():
     config = tiny(
         "tiny_elc", hidden_size=128, num_hidden_layers=4, intermediate_size=256, num_attention_heads=4
     )
-    enc = PreTrainingModel(config).encoder
+    enc = PretrainingModel(config).encoder
     std = math.sqrt(2 / (5 * 128))
     cut_std = std * 0.8796  # std of a normal truncated at +-2 std
     for w in (enc.word_embeddings.weight, enc.layers[0].attention.qkv.weight):
@@ -237,8 +237,8 @@ def test_ltg_initialisation():
 def test_elc_variants(backbone, variant):
     name = "tiny" if backbone == "bert" else "tiny_elc"
     config = tiny(name, layer_weighting=variant, num_hidden_layers=3)
-    m = PreTrainingModel(config)
-    weights = m.layer_weights()
+    m = PretrainingModel(config)
+    weights = m.softmaxed_layer_weights()
     assert set(weights) == {"layer_0", "layer_1", "layer_2"} | (
         {"output"} if variant == "weighted_output" else set()
     )
@@ -281,11 +281,11 @@ def test_elc_variants(backbone, variant):
 @pytest.mark.parametrize("variant", ["none", "zero", "normalized"])
 def test_ltg_layer_output_stored(variant):
     # LTG-BERT: x + a + ffn(x + a); ELC (elc-bert zero/normalized files): a + ffn(x + a), optionally normed
-    m = PreTrainingModel(tiny("tiny_elc", layer_weighting=variant)).eval()
+    m = PretrainingModel(tiny("tiny_elc", layer_weighting=variant)).eval()
     ids, mask, _ = batch(m.config)
     with torch.no_grad():
         states = m.encoder(ids, mask, output_hidden_states=True).hidden_states
-        x, relative = m.encoder.embeddings(ids)
+        x, (relative,) = m.encoder.embeddings(ids)
         layer = m.encoder.layers[0]
         a = layer.attention(x, mask[:, None, None, :].bool(), relative)
         want = a + layer.ffn(x + a)
@@ -294,7 +294,7 @@ def test_ltg_layer_output_stored(variant):
 
 
 def test_no_weight_decay_groups():
-    m = PreTrainingModel(tiny())
+    m = PretrainingModel(tiny())
     names = m.no_weight_decay()
     assert "encoder.layers.0.attention.qkv.bias" in names and "encoder.embeddings.norm.weight" in names
     assert "mlm_head.bias" in names
@@ -306,7 +306,7 @@ def test_no_weight_decay_groups():
 
 @pytest.mark.parametrize("name", ["tiny", "tiny_elc"])
 def test_save_load_round_trip(tmp_path, name):
-    m = PreTrainingModel(tiny(name, layer_weighting="weighted_output", pad_vocab_to_multiple_of=64)).eval()
+    m = PretrainingModel(tiny(name, layer_weighting="weighted_output", pad_vocab_to_multiple_of=64)).eval()
     save_model(m, tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
     loaded = load_model(tmp_path / "ckpt").eval()
@@ -319,11 +319,11 @@ def test_save_load_round_trip(tmp_path, name):
 
 
 def test_load_errors_name_the_file(tmp_path):
-    save_model(PreTrainingModel(tiny()), tmp_path / "ckpt")
+    save_model(PretrainingModel(tiny()), tmp_path / "ckpt")
     (tmp_path / "ckpt" / "model.safetensors").unlink()
     with pytest.raises(UserError, match="model.safetensors"):
         load_model(tmp_path / "ckpt")
-    save_model(PreTrainingModel(tiny()), tmp_path / "ckpt2")
+    save_model(PretrainingModel(tiny()), tmp_path / "ckpt2")
     d = json.loads((tmp_path / "ckpt2" / "config.json").read_text())
     (tmp_path / "ckpt2" / "config.json").write_text(json.dumps({**d, "intermediate_size": 256}))
     with pytest.raises(UserError, match=r"layers\.0\.ffn_in\..*the config needs"):

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from model import ModelConfig, PreTrainingModel
+from model import ModelConfig, PretrainingModel
 from model.heads import ClassifierConfig, QuestionAnsweringModel, SequenceClassificationModel
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def encoder(name="tiny"):
     torch.manual_seed(0)
-    return PreTrainingModel(ModelConfig.from_json(REPO_ROOT / "configs" / f"{name}.json")).encoder.eval()
+    return PretrainingModel(ModelConfig.from_json(REPO_ROOT / "configs" / f"{name}.json")).encoder.eval()
 
 
 def batch():
@@ -64,7 +64,7 @@ def test_classifier_mlp_and_training_step():
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     assert "encoder.layer_weighting.layer_weights.1" in model.no_weight_decay()
-    assert set(model.layer_weights()) == {"layer_0", "layer_1"}
+    assert set(model.softmaxed_layer_weights()) == {"layer_0", "layer_1"}
 
 
 def test_question_answering_logits():

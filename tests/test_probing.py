@@ -15,7 +15,7 @@ from evaluation.conllu import labels_of, read_conllu
 from evaluation.probes import ProbeConfig, evaluate_probe, online_codelength, train_probe
 from evaluation.probing import main
 from evaluation.representations import cached_representations, load_kept, load_layers, pool_words
-from model import ModelConfig, PreTrainingModel
+from model import ModelConfig, PretrainingModel
 from model.io import save_model
 from utils.paths import REPO_ROOT
 
@@ -54,7 +54,7 @@ def tiny_model():
     torch.manual_seed(0)
     config = ModelConfig.from_json(REPO_ROOT / "configs" / "tiny.json")
     config.max_position_embeddings = 24  # short: some EWT sentences are cut, their last words dropped
-    return PreTrainingModel(config).eval()
+    return PretrainingModel(config).eval()
 
 
 @pytest.mark.parametrize("pooling", ["first", "mean"])
@@ -130,7 +130,7 @@ def two_seed_runs(tmp_path_factory, tokenizer_path):
     root = tmp_path_factory.mktemp("runs")
     for seed in (0, 1):
         torch.manual_seed(seed)
-        model = PreTrainingModel(ModelConfig.from_json(REPO_ROOT / "configs" / "tiny.json"))
+        model = PretrainingModel(ModelConfig.from_json(REPO_ROOT / "configs" / "tiny.json"))
         for step in (10, 200):
             d = root / f"seed{seed}" / "checkpoints" / f"step_{step}"
             save_model(model, d)

@@ -3,7 +3,6 @@ a valid official predictions file, consistent with the recorded metrics, that be
 
 import json
 import re
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,12 @@ from safetensors.torch import load_file
 
 import train_finetune
 from data.tokenization import load_tokenizer, special_ids
+from finetune.args import FinetuneConfig
 from finetune.evaluate import evaluate_split
-from finetune.modeling import load_finetuned
+from finetune.modeling import load_finetuned, read_finetune_record
 from finetune.squad import evaluate, read_squad
 from finetune.tasks import build_task
+from training.run_config import from_record
 
 
 def short_paragraph_subset(src: Path, dst: Path, min_questions: int, max_chars: int = 450) -> Path:
@@ -112,10 +113,10 @@ def test_squad_mlp_head_is_trained_saved_and_reloaded(pretrained_tiny, tokenizer
     assert not torch.equal(first["qa_outputs.1.weight"], weights["qa_outputs.1.weight"])
 
     model = load_finetuned(out / "checkpoints/epoch_1")
-    assert model.finetune_info["head"]["hidden_sizes"] == [32]
+    assert read_finetune_record(out / "checkpoints/epoch_1")["head"]["hidden_sizes"] == [32]
     tokenizer = load_tokenizer(tokenizer_path)
     args = json.loads((out / "run_args.json").read_text())
-    task = build_task("squad", tokenizer, special_ids(tokenizer), Namespace(**args))
+    task = build_task("squad", tokenizer, special_ids(tokenizer), from_record(FinetuneConfig, args))
     test = read_squad(dev)
     scores, _ = evaluate_split(model, task, test, task.featurize(test), 64, torch.device("cpu"), "no", 0)
     assert scores == pytest.approx(records[1]["test"], rel=1e-5)

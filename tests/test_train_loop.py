@@ -14,6 +14,8 @@ from training.schedules import build_schedule
 class Regression:
     """Squared error summed over the examples where mask == 1; counts = #examples with mask 1."""
 
+    metric_terms = {"mse_small": "mse"}
+
     def __init__(self, poison_steps=()):
         self.poison_steps = set(poison_steps)
         self.calls = 0

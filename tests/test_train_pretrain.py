@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,10 @@ import torch
 from safetensors.torch import load_file
 
 import train_pretrain
-from training.pretraining import PretrainingObjective, build_pretraining_data
+from training.pretrain_args import PretrainConfig
+from training.pretraining_objective import PretrainingObjective
+from training.pretraining_phases import build_pretraining_data
+from training.run_config import from_record
 from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,7 +146,7 @@ def test_tiny_model_learns_on_the_real_corpus(processed_corpus, tokenizer_path, 
 
     model = load_model(out / "checkpoints" / "step_100")  # the final step is always kept
     assert model.config.to_dict() == json.loads(TINY.read_text())
-    run_args = Namespace(**json.loads((out / "run_args.json").read_text()))
+    run_args = from_record(PretrainConfig, json.loads((out / "run_args.json").read_text()))
     assert run_args.batch_size == 16
     # the public data builder, on the run's saved arguments, gives the batches it validated on
     data = build_pretraining_data(run_args, run_args.seq_length, "validation")

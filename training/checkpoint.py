@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from model.io import load_model, save_model
 from utils.errors import UserError
 from utils.repro import code_version
 
@@ -126,8 +127,6 @@ class CheckpointWriter:
         self._shadow: nn.Module | None = None  # CPU copy of the model that the thread saves
 
     def save(self, step: int, model: nn.Module, state: dict, args: dict, kept: bool, info: dict) -> None:
-        from model.io import save_model  # the model package lands separately; import at use
-
         self.wait()
         if self._shadow is None:
             with torch.random.fork_rng(devices=[]):  # building it must not move the training RNG
@@ -182,17 +181,25 @@ class CheckpointWriter:
             raise RuntimeError(f"writing a checkpoint failed: {err}") from err
 
 
-def list_checkpoints(output_dir: Path, prefix: str = "step") -> list[tuple[int, Path]]:
-    root = Path(output_dir) / "checkpoints"
+RESUMABLE = ("model.safetensors", "config.json", "training_state.pt")  # what resuming reads
+EVALUABLE = ("model.safetensors", "config.json")  # what model.io.load_model reads
+
+
+def list_checkpoints(path: Path, prefix: str = "step", need=RESUMABLE) -> list[tuple[int, Path]]:
+    """The one checkpoint discovery: (N, folder) of every {prefix}_N folder in path/checkpoints (or in
+    path itself when it has no checkpoints/ folder) holding all the files of `need`, ascending by N."""
+    path = Path(path)
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     found = []
     for d in root.glob(f"{prefix}_*") if root.is_dir() else []:
         n = d.name[len(prefix) + 1 :]
-        if n.isdigit() and (d / "training_state.pt").is_file():
+        if n.isdigit() and d.is_dir() and all((d / name).is_file() for name in need):
             found.append((int(n), d))
     return sorted(found)
 
 
 def latest_checkpoint(output_dir: Path, prefix: str = "step") -> Path | None:
+    """The newest resumable checkpoint of a run folder, or None."""
     found = list_checkpoints(output_dir, prefix)
     return found[-1][1] if found else None
 
@@ -205,8 +212,6 @@ def _one_line(err: BaseException) -> str:
 def load_checkpoint(path: Path, load=None) -> tuple[nn.Module, dict, dict]:
     """(model on CPU, training state, saved args) from a step folder; UserError if anything is unreadable.
     load(path) rebuilds the model (default model.io.load_model; fine-tuning passes its own)."""
-    from model.io import load_model
-
     load = load or load_model
     path = Path(path)
     if not path.is_dir():
@@ -229,3 +234,40 @@ def load_checkpoint(path: Path, load=None) -> tuple[nn.Module, dict, dict]:
     except (OSError, ValueError) as err:
         raise UserError(f"cannot read {path / 'args.json'}: {_one_line(err)}") from None
     return model, state, args
+
+
+def fit_legacy_pooler(trainer_state: dict, model: nn.Module, optimizer, weight_decay: float) -> None:
+    """In place: the optimizer state of a BERT run without an NSP head saved before 2026-12-01 listed the
+    pooler its model then had (never trained, so without optimizer state); today's model has none. Drop
+    its entries so that the run resumes exactly. Other states pass unchanged."""
+    from training.optim import param_groups
+
+    saved = trainer_state["optimizer"]
+    encoder = getattr(model, "encoder", None)
+    n_saved = sum(len(g["params"]) for g in saved["param_groups"])
+    n_now = sum(len(g["params"]) for g in optimizer.param_groups)
+    if encoder is None or getattr(encoder, "pooler", 1) is not None or n_saved != n_now + 2:
+        return
+    with torch.random.fork_rng(devices=[]):  # the model of that day: today's plus the pooler, in place
+        legacy = type(model)(model.config)
+        h = model.config.hidden_size
+        legacy.encoder.pooler = nn.Linear(h, h)
+    name_of = {id(p): n for n, p in legacy.named_parameters()}
+    legacy_names = [name_of[id(p)] for g in param_groups(legacy, weight_decay) for p in g["params"]]
+    index = {n: i for i, n in enumerate(legacy_names)}  # the saved optimizer's parameter indices
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    state, groups, k = {}, [], 0
+    for group, now in zip(saved["param_groups"], optimizer.param_groups):
+        ids = []
+        for p in now["params"]:
+            old = index[name_of[id(p)]]
+            if old in saved["state"]:
+                state[k] = saved["state"][old]
+            ids.append(k)
+            k += 1
+        groups.append({**group, "params": ids})
+    if any(index[n] in saved["state"] for n in ("encoder.pooler.weight", "encoder.pooler.bias")):
+        raise UserError(
+            "checkpoint: its optimizer state holds a trained pooler; it cannot resume without one"
+        )
+    trainer_state["optimizer"] = {"state": state, "param_groups": groups}

@@ -1,52 +1,61 @@
-"""Flags that train_pretrain.py and train_finetune.py define the same way, and their shared start-up.
+"""Flags that train_pretrain.py and train_finetune.py define the same way (typed run-config fields, see
+training/run_config.py), and their shared start-up. The commands' own defaults (learning rate, warmup,
+...) stay in training/pretrain_args.py and finetune/args.py."""
 
-Each add_* takes an argument group's `add_argument`; the commands' own defaults (learning rate, warmup,
-...) stay in training/pretrain_args.py and finetune/args.py.
-"""
-
-import argparse
+from dataclasses import dataclass
 
 from training.distributed import cleanup, init_distributed
+from training.run_config import flag
 
 
-def add_optimizer_flags(a) -> None:
-    a("--optimizer", default="adamw", choices=("adamw", "lamb"), help="AdamW (fused kernels) or LAMB")
-    a("--adam_beta1", type=float, default=0.9, help="first-moment decay (AdamW and LAMB)")
-    a("--adam_beta2", type=float, default=0.999, help="second-moment decay (ELC-BERT: 0.98)")
-    a("--adam_eps", type=float, default=1e-6, help="epsilon of AdamW / LAMB")
-    a("--max_gradient", type=float, default=1.0, help="clip the global gradient norm (0: no clipping)")
-    a("--gradient_accumulation", type=int, default=1, help="micro-steps per optimizer step")
+@dataclass
+class OptimizerFlags:
+    optimizer: str = flag(
+        "adamw", "AdamW (fused kernels) or LAMB", group="optimisation", choices=("adamw", "lamb")
+    )
+    adam_beta1: float = flag(0.9, "first-moment decay (AdamW and LAMB)", group="optimisation")
+    adam_beta2: float = flag(0.999, "second-moment decay (ELC-BERT: 0.98)", group="optimisation")
+    adam_eps: float = flag(1e-6, "epsilon of AdamW / LAMB", group="optimisation")
+    max_gradient: float = flag(1.0, "clip the global gradient norm (0: no clipping)", group="optimisation")
+    gradient_accumulation: int = flag(1, "micro-steps per optimizer step", group="optimisation")
 
 
-def add_hardware_flags(a) -> None:
-    a(
-        "--mixed_precision",
-        default="auto",
+@dataclass
+class HardwareFlags:
+    mixed_precision: str = flag(
+        "auto",
+        "autocast dtype; fp16 adds a GradScaler; auto = bf16 on a GPU that has it, else no",
+        group="hardware",
         choices=("auto", "bf16", "fp16", "no"),
-        help="autocast dtype; fp16 adds a GradScaler; auto = bf16 on a GPU that has it, else no",
     )
-    a("--device", default="auto", choices=("auto", "cuda", "cpu"), help="auto: CUDA when available")
-    a("--compile", action="store_true", help="torch.compile the model")
-    a("--dist_timeout_minutes", type=float, default=30.0, help="a collective waiting longer fails the run")
-
-
-def add_tensorboard_flags(a) -> None:
-    a("--tensorboard", action="store_true", default=True, help="write OUTPUT_DIR/tensorboard")
-    # SUPPRESS: --tensorboard alone sets the default, so help shows it once, on the positive flag
-    a(
-        "--no_tensorboard",
-        "--no-tensorboard",
-        dest="tensorboard",
-        action="store_false",
-        default=argparse.SUPPRESS,
-        help="do not write OUTPUT_DIR/tensorboard (metrics.jsonl only)",
+    device: str = flag(
+        "auto",
+        "auto: CUDA when available",
+        group="hardware",
+        choices=("auto", "cuda", "cpu"),
+        may_differ=True,
+    )
+    compile: bool = flag(False, "torch.compile the model", group="hardware", may_differ=True)
+    dist_timeout_minutes: float = flag(
+        30.0, "a collective waiting longer fails the run", group="hardware", may_differ=True
     )
 
 
-def run_distributed(train, args) -> None:
-    """train(args, info) in the process group that --device and --dist_timeout_minutes describe."""
-    info = init_distributed(args.device, args.dist_timeout_minutes)
+@dataclass
+class TensorboardFlags:
+    tensorboard: bool = flag(
+        True,
+        "write OUTPUT_DIR/tensorboard",
+        group="checkpoints and logging",
+        may_differ=True,
+        no_help="do not write OUTPUT_DIR/tensorboard (metrics.jsonl only)",
+    )
+
+
+def run_distributed(train, config) -> None:
+    """train(config, info) in the process group that config.device and .dist_timeout_minutes describe."""
+    info = init_distributed(config.device, config.dist_timeout_minutes)
     try:
-        train(args, info)
+        train(config, info)
     finally:
         cleanup()

@@ -12,10 +12,12 @@ What a caller supplies
                                                       from the batch alone, before the forward pass
     objective(model, batch) -> (loss_sums, metric_sums)
         loss_sums:   {term: Tensor[]}   summed (not averaged) over the micro-batch's items
-        metric_sums: {name: Tensor[]}   extra sums to log; a metric named "<term>_<x>" (e.g. "mlm_acc")
-                                        is divided by that term's count when logged
+        metric_sums: {name: Tensor[]}   extra sums to log
+    objective.metric_terms: {name: term}                every metric's denominator: the count of that
+                                                      term (in training and validation alike)
   e.g. pretraining: counts {"mlm": #masked tokens, "nsp": #pairs}, sums {"mlm": CE sum, "nsp": CE sum},
-  metrics {"mlm_acc": #correct, "nsp_acc": #correct}. The loss of a step is sum over terms of
+  metrics {"mlm_acc": #correct, "nsp_acc": #correct}, metric_terms {"mlm_acc": "mlm", "nsp_acc": "nsp"}.
+  The loss of a step is sum over terms of
   (loss sum of the term over all micro-batches and ranks) / (count of the term over all micro-batches and
   ranks): the global counts are all-reduced first, then each micro-step backpropagates
   loss_sum / global_count, times world_size to undo DDP's gradient averaging. So 2 ranks x 1 micro-batch
@@ -23,7 +25,7 @@ What a caller supplies
 - `batches`: an iterable yielding, per optimizer step, the list of micro-batch dicts of THIS rank
   (data.loader.PretrainingLoader does this), starting at `trainer.step`.
 - `callbacks`: callables `cb(trainer)` run after every step (`trainer.step` = steps done): logging,
-  validation, checkpointing, phase switches. Set `trainer.should_stop = True` to end `fit` early.
+  validation, checkpointing. A callback that returns True ends `fit` after that step.
 
 What the loop does per step
 ---------------------------
@@ -61,11 +63,14 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from training.distributed import DistInfo, all_reduce_sum
+from training.metrics import averages
 from training.precision import autocast, check_mode, make_scaler
 from utils.errors import UserError
 
 
 class Objective(Protocol):
+    metric_terms: dict[str, str]  # metric name -> the loss term whose count it is averaged over
+
     def counts(self, batch: dict) -> dict[str, Tensor]: ...
 
     def __call__(self, model: nn.Module, batch: dict) -> tuple[dict[str, Tensor], dict[str, Tensor]]: ...
@@ -83,14 +88,13 @@ class TrainerConfig:
     seed: int = 0  # base of the per-micro-batch dropout seeds
     reseed_dropout: bool = True  # reseed RNG per micro-batch from (seed, step, global index)
     compile: bool = False  # torch.compile the (DDP-wrapped) model
-    find_unused_parameters: bool = False  # DDP: set when some parameters get no gradient
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
     mask = batch.get("attention_mask")
     if isinstance(mask, Tensor) and mask.device.type == "cpu" and bool(mask.all()):
         # no padding: no mask tensor, so SDPA may take the flash kernel (checked on the host: no sync)
-        batch = {**batch, "attention_mask": None, "token_index": None}
+        batch = {**batch, "attention_mask": None}
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
@@ -118,7 +122,6 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False,
                 gradient_as_bucket_view=True,
-                find_unused_parameters=self.config.find_unused_parameters,
             )
             self.forward_model = self.ddp
         if self.config.compile:
@@ -128,7 +131,6 @@ class Trainer:
         self.step = 0  # optimizer steps done (skipped ones included)
         self.tokens_seen = 0  # input positions processed, all ranks, padding included
         self.skipped_steps = 0  # host copy, refreshed at collect_metrics / check_health
-        self.should_stop = False
         self.last_lr = optimizer.param_groups[0]["lr"]
         self._skipped = torch.zeros((), device=self.device)  # device counters: total and in a row
         self._in_a_row = torch.zeros((), device=self.device)
@@ -136,12 +138,13 @@ class Trainer:
 
     # ---------------------------------------------------------------- one step
     def _reset_window(self) -> None:
-        self._acc: dict[str, Tensor] = {}  # name -> device scalar, summed over the window's good steps
+        # ("sum" | "count", term), ("metric", name) or (name,) -> device scalar, summed over the good steps
+        self._acc: dict[tuple[str, ...], Tensor] = {}
         self._window_steps = 0
         self._window_tokens = 0
         self._window_start = time.perf_counter()
 
-    def _add(self, name: str, value: Tensor, keep: Tensor) -> None:
+    def _add(self, name: tuple[str, ...], value: Tensor, keep: Tensor) -> None:
         value = torch.where(keep, value.detach().float(), 0.0)
         self._acc[name] = self._acc[name] + value if name in self._acc else value
 
@@ -198,14 +201,14 @@ class Trainer:
         keep = ~bad
         self._skipped = self._skipped + bad.float()
         self._in_a_row = (self._in_a_row + 1.0) * bad.float()
-        self._add("good_steps", torch.ones((), device=self.device), keep)
-        self._add("loss", step_loss, keep)
-        self._add("grad_norm", grad_norm, keep)
+        self._add(("good_steps",), torch.ones((), device=self.device), keep)
+        self._add(("loss",), step_loss, keep)
+        self._add(("grad_norm",), grad_norm, keep)
         for i, t in enumerate(terms):
-            self._add(f"sum/{t}", term_sums[i], keep)
-            self._add(f"count/{t}", local_counts[i], keep)
+            self._add(("sum", t), term_sums[i], keep)
+            self._add(("count", t), local_counts[i], keep)
         for k, v in metric_sums.items():
-            self._add(f"metric/{k}", v, keep)
+            self._add(("metric", k), v, keep)
         tokens = sum(b["input_ids"].numel() for b in batches if "input_ids" in b) * world
         self.step += 1
         self.tokens_seen += tokens
@@ -231,17 +234,19 @@ class Trainer:
         max_steps: int,
         callbacks: Sequence[Callable[["Trainer"], None]] = (),
     ) -> None:
-        """Train until `max_steps` steps are done, the batches run out, or a callback sets should_stop."""
+        """Train until `max_steps` steps are done, the batches run out, or a callback returns True.
+        Returns whether a callback stopped it."""
         self.model.train()
-        self.should_stop = False
         if self.step >= max_steps:
-            return
+            return False
         for micro_batches in batches:
             self.train_step(micro_batches)
-            for cb in callbacks:
-                cb(self)
-            if self.should_stop or self.step >= max_steps:
+            stop = [cb(self) is True for cb in callbacks]  # every callback runs, even after a stop
+            if any(stop):
+                return True
+            if self.step >= max_steps:
                 break
+        return False
 
     # ---------------------------------------------------------------- host-side reads
     def check_health(self) -> None:
@@ -261,7 +266,7 @@ class Trainer:
         `loss` is the mean of the steps' losses; `<term>_loss` and metrics are weighted by their counts
         over the window (so with several steps per window, loss != mlm_loss + nsp_loss exactly)."""
         names = sorted(self._acc)
-        local = [n for n in names if n.startswith(("sum/", "count/", "metric/"))]
+        local = [n for n in names if len(n) == 2]  # the per-rank sums: ("sum" | "count" | "metric", name)
         if local:
             vec = all_reduce_sum(torch.stack([self._acc[n] for n in local]), self.dist)
             reduced = dict(zip(local, vec.unbind(0)))
@@ -271,19 +276,12 @@ class Trainer:
         flat = torch.stack(values).tolist() if values else []
         acc = dict(zip(names, flat))
         elapsed = max(time.perf_counter() - self._window_start, 1e-9)
-        good = acc.get("good_steps", 0.0)
+        good = acc.get(("good_steps",), 0.0)
         out: dict[str, float] = {"step": self.step}
         if good > 0:
-            out["loss"] = acc["loss"] / good
-            for n in names:
-                if n.startswith("sum/"):
-                    t = n[4:]
-                    out[f"{t}_loss"] = acc[n] / max(acc[f"count/{t}"], 1.0)
-            for n in names:
-                if n.startswith("metric/"):
-                    k = n[7:]
-                    out[k] = acc[n] / max(acc.get(f"count/{k.split('_')[0]}", good), 1.0)
-            out["grad_norm"] = acc["grad_norm"] / good
+            out["loss"] = acc[("loss",)] / good
+            out.update(averages(acc, self.objective.metric_terms))
+            out["grad_norm"] = acc[("grad_norm",)] / good
         else:
             out["loss"] = float("nan")
         out["lr"] = self.last_lr
@@ -303,30 +301,28 @@ class Trainer:
     def evaluate(self, batches: Iterable[dict]) -> dict[str, float]:
         """Loss and metrics of the objective over `batches` (this rank's share), summed over ranks."""
         self.model.eval()
-        sums: dict[str, Tensor] = {}
+        sums: dict[tuple[str, str], Tensor] = {}
+
+        def add(key, value):
+            sums[key] = sums.get(key, 0) + value.float()
+
         for batch in batches:
             batch = _to_device(batch, self.device)
             for t, c in self.objective.counts(batch).items():
-                sums[f"count/{t}"] = sums.get(f"count/{t}", 0) + c.float()
+                add(("count", t), c)
             with autocast(self.precision, self.device):
                 loss_sums, metrics = self.objective(self.model, batch)
             for t, v in loss_sums.items():
-                sums[f"sum/{t}"] = sums.get(f"sum/{t}", 0) + v.float()
+                add(("sum", t), v)
             for k, v in metrics.items():
-                sums[f"metric/{k}"] = sums.get(f"metric/{k}", 0) + v.float()
+                add(("metric", k), v)
         self.model.train()
         names = sorted(sums)
         if not names:
             return {}
         flat = all_reduce_sum(torch.stack([sums[n] for n in names]), self.dist).tolist()
-        acc = dict(zip(names, flat))
-        out = {}
-        for n in names:
-            if n.startswith("sum/"):
-                out[f"{n[4:]}_loss"] = acc[n] / max(acc[f"count/{n[4:]}"], 1.0)
-            elif n.startswith("metric/"):
-                out[n[7:]] = acc[n] / max(acc.get(f"count/{n[7:].split('_')[0]}", 1.0), 1.0)
-        out["loss"] = sum(v for k, v in out.items() if k.endswith("_loss"))
+        out = averages(dict(zip(names, flat)), self.objective.metric_terms)
+        out["loss"] = sum(out[f"{t}_loss"] for kind, t in names if kind == "sum")
         return out
 
     # ---------------------------------------------------------------- checkpoint state

@@ -1,4 +1,5 @@
-"""Monitoring on rank 0: tensorboard scalars, OUTPUT_DIR/metrics.jsonl, and a tqdm progress bar.
+"""Monitoring on rank 0: tensorboard scalars, OUTPUT_DIR/metrics.jsonl, a tqdm progress bar; and the one
+reduction of summed losses and metrics into averages (training windows and validation alike).
 
 metrics.jsonl has one JSON object per line: training lines carry `step`, `loss`, the per-term losses
 (`mlm_loss`, `nsp_loss`), metrics (`mlm_acc`, `nsp_acc`), `lr`, `grad_norm`, `tokens_per_s`,
@@ -10,10 +11,11 @@ layer_weights/* (softmaxed ELC layer weights).
 
 import json
 import math
-import os
 from pathlib import Path
 
 from tqdm import tqdm
+
+from utils.files import write_text_atomic
 
 TRAIN_KEYS = ("loss", "mlm_loss", "nsp_loss", "mlm_acc", "nsp_acc")  # the rest go under stats/
 
@@ -29,9 +31,7 @@ def _truncate_jsonl(path: Path, after_step: int) -> None:
                 keep.append(line)
         except ValueError:  # a line cut short by a crash
             continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for line in keep))
 
 
 class MetricsLogger:
@@ -109,3 +109,19 @@ class MetricsLogger:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def averages(acc: dict[tuple[str, ...], float], metric_terms: dict[str, str]) -> dict[str, float]:
+    """The one reduction of training windows and validation alike: <term>_loss = the term's summed loss /
+    its count; a metric = its sum / the count of the term that metric_terms names for it."""
+    out = {}
+    for kind, name in (key for key in sorted(acc) if len(key) == 2):
+        if kind == "sum":
+            out[f"{name}_loss"] = acc[kind, name] / max(acc["count", name], 1.0)
+        elif kind == "metric":
+            if metric_terms.get(name) not in {key[1] for key in acc if key[0] == "count"}:
+                raise ValueError(
+                    f"metric {name!r}: objective.metric_terms names no loss term to average it over"
+                )
+            out[name] = acc[kind, name] / max(acc["count", metric_terms[name]], 1.0)
+    return out

@@ -127,9 +127,11 @@ class Lamb(torch.optim.Optimizer):
 
 def no_decay_names(model: nn.Module) -> set[str]:
     """Names of parameters that get no weight decay (see the module docstring)."""
+    from model.common import no_weight_decay_names  # the one rule; a model may name its own
+
     if hasattr(model, "no_weight_decay"):
         return set(model.no_weight_decay())
-    return {n for n, p in model.named_parameters() if p.ndim < 2 or "layer_weight" in n}
+    return no_weight_decay_names(model)
 
 
 def param_groups(model: nn.Module, weight_decay: float, lr_overrides: dict | None = None) -> list[dict]:

@@ -1,4 +1,8 @@
-"""Command line of train_pretrain.py (ELC-BERT's flag names), recipes, and the resume compatibility check.
+"""The run configuration of train_pretrain.py (ELC-BERT's flag names): `PretrainConfig`, its flags,
+recipes and checks.
+
+A flag is one field of PretrainConfig (training/run_config.py: `flag(default, help, group=...)`); it is
+then parsed, recorded in run_args.json and, unless it says may_differ=True, compared when a run resumes.
 
 --config_file takes either a model config (configs/bert_base.json: the ModelConfig fields) or a recipe:
 a JSON object {"model_config": "../bert_base.json", "args": {"learning_rate": 1e-4, ...}} whose
@@ -7,55 +11,144 @@ a JSON object {"model_config": "../bert_base.json", "args": {"learning_rate": 1e
 """
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
-from training.cli import add_hardware_flags, add_optimizer_flags, add_tensorboard_flags
+from training.cli import HardwareFlags, OptimizerFlags, TensorboardFlags
+from training.run_config import HelpFormatter, add_flags, derived, flag, flag_names, from_namespace
 from utils.errors import ArgumentParser, UserError
 from utils.files import read_json
 
 MASKINGS = ("subword", "whole_word", "span")
-
-# Arguments that change what a run computes: a resumed run (or an output folder reused) must match them.
-RUN_DEFINING = (
-    "model_config",
-    "input_path",
-    "vocab_path",
-    "init_from",
-    "seq_length",
-    "batch_size",
-    "max_steps",
-    "long_after",
-    "optimizer",
-    "scheduler",
-    "learning_rate",
-    "warmup_steps",
-    "min_lr_factor",
-    "weight_decay",
-    "adam_beta1",
-    "adam_beta2",
-    "adam_eps",
-    "max_trust_ratio",
-    "max_gradient",
-    "label_smoothing",
-    "mixed_precision",
-    "seed",
-    "init_seed",
-    "data_seed",
-    "mask_p",
-    "short_p",
-    "masking",
-    "nsp",
-    "static_masking",
-    "max_predictions",
-)
+P, O, D, S, C = "paths", "optimisation", "data", "seeds", "checkpoints and logging"
 
 
-class _Help(argparse.HelpFormatter):
-    def _get_help_string(self, action):  # show real defaults only, never "(default: None)"
-        text = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
-            text += " (default: %(default)s)"
-        return text
+@dataclass
+class PretrainConfig(OptimizerFlags, HardwareFlags, TensorboardFlags):
+    GROUPS = (P, O, D, S, "hardware", C)
+
+    # paths
+    input_path: str | None = flag(
+        None, "processed corpus folder (from data/preprocess.py; holds meta.json)", group=P
+    )
+    config_file: str | None = flag(
+        None,
+        "model config JSON, or a recipe JSON naming a model config plus flag defaults",
+        group=P,
+        may_differ=True,
+    )
+    output_dir: str | None = flag(
+        None,
+        "run folder: metrics.jsonl, tensorboard/, checkpoints/step_N/, run_args.json",
+        group=P,
+        may_differ=True,
+    )
+    vocab_path: str | None = flag(None, "tokenizer.json the corpus was preprocessed with", group=P)
+    checkpoint_path: str | None = flag(
+        None,
+        "resume from this checkpoints/step_N folder (default: the newest in output_dir)",
+        group=P,
+        may_differ=True,
+    )
+    init_from: str | None = flag(
+        None,
+        "start from these weights with a fresh optimizer: one of our checkpoint "
+        "folders or a Hugging Face BERT folder (MultiBERTs, EarlyBERTs, "
+        "bert-base-uncased)",
+        group=P,
+    )
+
+    # optimisation (shared flags: training/cli.py)
+    scheduler: str = flag(
+        "linear",
+        "linear warmup then linear decay to 0 (BERT) | cosine decay to --min_lr_factor (ELC-BERT) | constant",
+        group=O,
+        choices=("linear", "cosine", "constant"),
+    )
+    learning_rate: float = flag(1e-4, "peak learning rate", group=O)
+    max_steps: int = flag(10_000, "total optimizer steps (the schedule spans them)", group=O)
+    warmup_proportion: float = flag(
+        0.01, "warmup steps as a fraction of --max_steps", group=O, may_differ=True
+    )
+    warmup_steps: int | None = flag(None, "warmup steps (overrides --warmup_proportion)", group=O)
+    min_lr_factor: float = flag(0.1, "cosine schedule: final LR as a fraction of the peak", group=O)
+    weight_decay: float = flag(
+        0.01, "decoupled weight decay (not on biases, LayerNorm, ELC layer weights)", group=O
+    )
+    max_trust_ratio: float | None = flag(None, "LAMB: clamp the trust ratio at this value", group=O)
+    label_smoothing: float = flag(0.0, "label smoothing of the MLM/NSP cross-entropy", group=O)
+    max_skipped_steps: int = flag(
+        10, "stop after this many steps in a row with a non-finite loss or gradient", group=O, may_differ=True
+    )
+    # the tokens of a step are the same for any accumulation (and world size): a resume may change it
+    gradient_accumulation: int = flag(1, "micro-steps per optimizer step", group=O, may_differ=True)
+
+    # data
+    seq_length: int = flag(128, "tokens per sequence (<= the model's max_position_embeddings)", group=D)
+    batch_size: int = flag(
+        256,
+        "GLOBAL batch in sequences per optimizer step; must divide by world size x --gradient_accumulation",
+        group=D,
+    )
+    long_after: float = flag(
+        1.0,
+        "after this fraction of --max_steps, 4x --seq_length and a quarter of the "
+        "batch (ELC-BERT: 0.9; 1.0 = never)",
+        group=D,
+    )
+    mask_p: float = flag(0.15, "fraction of tokens chosen for MLM", group=D)
+    short_p: float = flag(0.1, "probability of a shorter random-length sequence", group=D)
+    masking: str = flag(
+        "subword", "what is masked: single subwords, whole words, spans", group=D, choices=MASKINGS
+    )
+    max_predictions: int | None = flag(None, "masked slots per sequence (default: from the data)", group=D)
+    nsp: bool | None = flag(
+        None,
+        "train next-sentence prediction (default: the model config's next_sentence_prediction)",
+        group=D,
+        no_help="MLM only",
+    )
+    static_masking: bool = flag(False, "the same mask for a sequence every epoch (BERT's original)", group=D)
+
+    # seeds
+    seed: int = flag(42, "seed of everything (init, data order, masks, dropout)", group=S)
+    init_seed: int | None = flag(None, "seed of the weight initialisation (default: --seed)", group=S)
+    data_seed: int | None = flag(None, "seed of data order and masking (default: --seed)", group=S)
+
+    # checkpoints and logging
+    checkpoint_steps: str = flag(
+        "none",
+        "steps whose checkpoints are kept: earlyberts | multiberts | log | "
+        "log:N | N | START:STOP:STEP, comma-separated (0 = the initialisation); the "
+        "final step is always kept",
+        group=C,
+        may_differ=True,
+    )
+    save_every: int = flag(
+        1000, "rolling checkpoint for resuming every N steps (0: off)", group=C, may_differ=True
+    )
+    keep_last: int = flag(2, "rolling checkpoints kept", group=C, may_differ=True)
+    stop_at_step: int | None = flag(
+        None,
+        "save and exit after this step, as if the job's time ran out (resume later)",
+        group=C,
+        may_differ=True,
+    )
+    log_freq: int = flag(10, "log training metrics every N steps", group=C, may_differ=True)
+    validation_every: int = flag(
+        0, "validation loss on held-out documents every N steps", group=C, may_differ=True
+    )
+    validation_batches: int = flag(10, "batches (of --batch_size) per validation", group=C, may_differ=True)
+    allow_override: bool = flag(
+        False,
+        "resume or reuse an output folder even when run-defining arguments differ",
+        group=C,
+        may_differ=True,
+    )
+
+    # set after parsing: the model config file (a recipe's, resolved) and the model config itself
+    model_config_path: str | None = derived(may_differ=True)
+    model_config: dict | None = derived()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,136 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="train_pretrain.py",
         description="Pretrain a BERT / LTG-BERT / ELC-BERT model (MLM, optionally NSP) from scratch or from "
         "a checkpoint. Runs as one process, under torchrun, or under SLURM srun.",
-        formatter_class=_Help,
+        formatter_class=HelpFormatter,
     )
-    a = p.add_argument_group("paths").add_argument
-    a("--input_path", help="processed corpus folder (from data/preprocess.py; holds meta.json)")
-    a("--config_file", help="model config JSON, or a recipe JSON naming a model config plus flag defaults")
-    a("--output_dir", help="run folder: metrics.jsonl, tensorboard/, checkpoints/step_N/, run_args.json")
-    a("--vocab_path", help="tokenizer.json the corpus was preprocessed with")
-    a(
-        "--checkpoint_path",
-        help="resume from this checkpoints/step_N folder (default: the newest in output_dir)",
-    )
-    a(
-        "--init_from",
-        help="start from these weights with a fresh optimizer: one of our checkpoint folders or "
-        "a Hugging Face BERT folder (MultiBERTs, EarlyBERTs, bert-base-uncased)",
-    )
-
-    a = p.add_argument_group("optimisation").add_argument
-    add_optimizer_flags(a)
-    a(
-        "--scheduler",
-        default="linear",
-        choices=("linear", "cosine", "constant"),
-        help="linear warmup then linear decay to 0 (BERT) | cosine decay to --min_lr_factor (ELC-BERT) "
-        "| constant",
-    )
-    a("--learning_rate", type=float, default=1e-4, help="peak learning rate")
-    a("--max_steps", type=int, default=10_000, help="total optimizer steps (the schedule spans them)")
-    a("--warmup_proportion", type=float, default=0.01, help="warmup steps as a fraction of --max_steps")
-    a("--warmup_steps", type=int, default=None, help="warmup steps (overrides --warmup_proportion)")
-    a("--min_lr_factor", type=float, default=0.1, help="cosine schedule: final LR as a fraction of the peak")
-    a(
-        "--weight_decay",
-        type=float,
-        default=0.01,
-        help="decoupled weight decay (not on biases, LayerNorm, ELC layer weights)",
-    )
-    a("--max_trust_ratio", type=float, default=None, help="LAMB: clamp the trust ratio at this value")
-    a("--label_smoothing", type=float, default=0.0, help="label smoothing of the MLM/NSP cross-entropy")
-    a(
-        "--max_skipped_steps",
-        type=int,
-        default=10,
-        help="stop after this many steps in a row with a non-finite loss or gradient",
-    )
-
-    a = p.add_argument_group("data").add_argument
-    a(
-        "--seq_length",
-        type=int,
-        default=128,
-        help="tokens per sequence (<= the model's max_position_embeddings)",
-    )
-    a(
-        "--batch_size",
-        type=int,
-        default=256,
-        help="GLOBAL batch in sequences per optimizer step; must divide by world size x "
-        "--gradient_accumulation",
-    )
-    a(
-        "--long_after",
-        type=float,
-        default=1.0,
-        help="after this fraction of --max_steps, 4x --seq_length and a quarter of the batch (ELC-BERT: 0.9; "
-        "1.0 = never)",
-    )
-    a("--mask_p", type=float, default=0.15, help="fraction of tokens chosen for MLM")
-    a("--short_p", type=float, default=0.1, help="probability of a shorter random-length sequence")
-    a(
-        "--masking",
-        default="subword",
-        choices=MASKINGS,
-        help="what is masked: single subwords, whole words, spans",
-    )
-    a("--max_predictions", type=int, default=None, help="masked slots per sequence (default: from the data)")
-    nsp = p._action_groups[-1].add_mutually_exclusive_group()
-    nsp.add_argument(
-        "--nsp",
-        action="store_const",
-        const=True,
-        default=None,
-        help="train next-sentence prediction (default: the model config's next_sentence_prediction)",
-    )
-    nsp.add_argument("--no_nsp", dest="nsp", action="store_const", const=False, help="MLM only")
-    a(
-        "--static_masking",
-        action="store_true",
-        help="the same mask for a sequence every epoch (BERT's original)",
-    )
-
-    a = p.add_argument_group("seeds").add_argument
-    a("--seed", type=int, default=42, help="seed of everything (init, data order, masks, dropout)")
-    a("--init_seed", type=int, default=None, help="seed of the weight initialisation (default: --seed)")
-    a("--data_seed", type=int, default=None, help="seed of data order and masking (default: --seed)")
-
-    hardware = p.add_argument_group("hardware").add_argument
-    add_hardware_flags(hardware)
-    hardware(
-        "--no_unpad",
-        dest="unpad",
-        action="store_false",
-        help="run every layer over the padding too (default: batches with padding send only their real "
-        "tokens through the token-wise layers; same numbers, fewer FLOPs, other dropout draws)",
-    )
-
-    a = p.add_argument_group("checkpoints and logging").add_argument
-    a(
-        "--checkpoint_steps",
-        default="none",
-        help="steps whose checkpoints are kept: earlyberts | multiberts | log | log:N | N | START:STOP:STEP, "
-        "comma-separated (0 = the initialisation); the final step is always kept",
-    )
-    a("--save_every", type=int, default=1000, help="rolling checkpoint for resuming every N steps (0: off)")
-    a("--keep_last", type=int, default=2, help="rolling checkpoints kept")
-    a(
-        "--stop_at_step",
-        type=int,
-        default=None,
-        help="save and exit after this step, as if the job's time ran out (resume later)",
-    )
-    a("--log_freq", type=int, default=10, help="log training metrics every N steps")
-    add_tensorboard_flags(a)
-    a("--validation_every", type=int, default=0, help="validation loss on held-out documents every N steps")
-    a("--validation_batches", type=int, default=10, help="batches (of --batch_size) per validation")
-    a(
-        "--allow_override",
-        action="store_true",
-        help="resume or reuse an output folder even when run-defining arguments differ",
-    )
+    add_flags(p, PretrainConfig)
     return p
 
 
@@ -207,45 +173,50 @@ def _load_recipe(path: Path) -> tuple[Path, dict] | None:
     return (path.parent / d["model_config"]).resolve(), dict(d.get("args", {}))
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> PretrainConfig:
+    """The run configuration from the command line (and the recipe it names); checked, seeds and warmup
+    resolved, paths absolute."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.model_config_path = None
+    model_config_path = None
     if args.config_file:
         recipe = _load_recipe(Path(args.config_file))
         if recipe is not None:
-            model_config, defaults = recipe
-            dests = {a.dest for a in parser._actions}
+            model_config_path, defaults = recipe
             for key in defaults:
-                if key not in dests or key in ("config_file", "checkpoint_path", "output_dir"):
+                if key not in flag_names(PretrainConfig) or key in (
+                    "config_file",
+                    "checkpoint_path",
+                    "output_dir",
+                ):
                     raise UserError(f"{args.config_file}: unknown or unsupported recipe argument {key!r}")
             parser.set_defaults(**defaults)
             args = parser.parse_args(argv)
-            args.model_config_path = str(model_config)
         else:
-            args.model_config_path = str(Path(args.config_file).resolve())
-    for flag in ("input_path", "output_dir", "vocab_path"):
-        if getattr(args, flag) is None:
-            raise UserError(f"--{flag} is required")
-    if args.model_config_path is None and args.init_from is None and args.checkpoint_path is None:
+            model_config_path = Path(args.config_file).resolve()
+    config = from_namespace(PretrainConfig, args)
+    config.model_config_path = None if model_config_path is None else str(model_config_path)
+    _check(config)
+    config.init_seed = config.seed if config.init_seed is None else config.init_seed
+    config.data_seed = config.seed if config.data_seed is None else config.data_seed
+    if config.warmup_steps is None:
+        config.warmup_steps = int(config.max_steps * config.warmup_proportion)
+    for name in ("input_path", "vocab_path", "init_from"):
+        if getattr(config, name) is not None:
+            setattr(config, name, str(Path(getattr(config, name)).resolve()))
+    return config
+
+
+def _check(config: PretrainConfig) -> None:
+    for name in ("input_path", "output_dir", "vocab_path"):
+        if getattr(config, name) is None:
+            raise UserError(f"--{name} is required")
+    if config.model_config_path is None and config.init_from is None and config.checkpoint_path is None:
         raise UserError("--config_file is required (or --init_from / --checkpoint_path)")
-    for flag in ("seq_length", "batch_size", "max_steps", "gradient_accumulation", "log_freq"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    if not 0.0 < args.long_after <= 1.0:
-        raise UserError(f"--long_after must lie in (0, 1], got {args.long_after}")
-    if not 0.0 <= args.warmup_proportion <= 1.0:
-        raise UserError(f"--warmup_proportion must lie in [0, 1], got {args.warmup_proportion}")
-    args.init_seed = args.seed if args.init_seed is None else args.init_seed
-    args.data_seed = args.seed if args.data_seed is None else args.data_seed
-    if args.warmup_steps is None:
-        args.warmup_steps = int(args.max_steps * args.warmup_proportion)
-    for flag in ("input_path", "vocab_path", "init_from"):
-        if getattr(args, flag) is not None:
-            setattr(args, flag, str(Path(getattr(args, flag)).resolve()))
-    return args
-
-
-def differing_args(saved: dict, current: dict) -> list[str]:
-    """Run-defining arguments whose values differ between a saved run and this one."""
-    return [k for k in RUN_DEFINING if k in saved and saved.get(k) != current.get(k)]
+    for name in ("seq_length", "batch_size", "max_steps", "gradient_accumulation", "log_freq"):
+        if getattr(config, name) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(config, name)}")
+    if not 0.0 < config.long_after <= 1.0:
+        raise UserError(f"--long_after must lie in (0, 1], got {config.long_after}")
+    if not 0.0 <= config.warmup_proportion <= 1.0:
+        raise UserError(f"--warmup_proportion must lie in [0, 1], got {config.warmup_proportion}")

@@ -37,18 +37,18 @@ def state_sizes(spec: ZooSpec, config) -> dict:
 
     from finetune.glue import GLUE_TASKS
     from finetune.modeling import build_model
-    from model import PreTrainingModel
+    from model import PretrainingModel
     from model.heads import ClassifierConfig
 
     sizes = {}
     with torch.device("meta"):
-        model = PreTrainingModel(config)
+        model = PretrainingModel(config)
         sizes["pretrain"] = _count(model)
         for task, g in spec.finetune.items():
             h = g.head
             n_labels = 2 if task == "squad" else GLUE_TASKS[task].num_labels  # squad: start, end
             head = ClassifierConfig(n_labels, h.pooling, h.hidden_sizes, h.activation, h.dropout)
-            sizes[task] = _count(build_model(task, PreTrainingModel(config).encoder, head, 0))
+            sizes[task] = _count(build_model(task, PretrainingModel(config).encoder, head, 0))
     return sizes
 
 
@@ -57,7 +57,7 @@ def pretrain_steps_per_epoch(spec: ZooSpec, run: Run, zoo_dir: Path) -> int:
     if spec.pretrain.steps_per_epoch is not None:
         return spec.pretrain.steps_per_epoch
     from training.pretrain_args import parse_args
-    from training.pretraining import build_pretraining_data
+    from training.pretraining_phases import build_pretraining_data
 
     args = parse_args(pretrain_argv(spec, run, zoo_dir / "runs" / run.run_id, 1))  # passes --nsp/--no_nsp
     return build_pretraining_data(args, args.seq_length, "train").steps_per_epoch(args.batch_size)

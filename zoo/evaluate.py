@@ -3,16 +3,27 @@ fine-tuned states on a split of their saved split.json (finetune.evaluate.evalua
 states on the validation batches their run logged (training.loop.Trainer.evaluate). Used to check that
 a checkpoint reproduces its recorded metrics, and to score sparse twins."""
 
-import argparse
-import json
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
+from utils.files import read_json
 
-def _args(run_folder: Path) -> argparse.Namespace:
-    return argparse.Namespace(**json.loads((Path(run_folder) / "run_args.json").read_text()))
+
+def _finetune_config(run_folder: Path):
+    """The fine-tuning run's configuration, rebuilt from its run_args.json."""
+    from finetune.args import FinetuneConfig
+    from training.run_config import from_record
+
+    return from_record(FinetuneConfig, read_json(Path(run_folder) / "run_args.json", "run record"))
+
+
+def _pretrain_config(run_folder: Path):
+    from training.pretrain_args import PretrainConfig
+    from training.run_config import from_record
+
+    return from_record(PretrainConfig, read_json(Path(run_folder) / "run_args.json", "run record"))
 
 
 @lru_cache(maxsize=8)
@@ -22,7 +33,7 @@ def _finetune_data(run_folder: str, split: str):
     import train_finetune
     from finetune.tasks import build_task
 
-    args = _args(Path(run_folder))
+    args = _finetune_config(Path(run_folder))
     tokenizer, special = train_finetune.load_vocab(args.vocab_path)
     task = build_task(args.task, tokenizer, special, args)
     splits, _ = train_finetune.make_splits(args, task, Path(run_folder), resuming=True)
@@ -36,9 +47,8 @@ def evaluate_finetuned(run_folder, model, split: str = "validation", device: str
     """({"loss", metrics...}, per-example records) of a fine-tuned model on a split of its run."""
     from finetune.evaluate import evaluate_split
 
-    args = _args(Path(run_folder))
+    args = _finetune_config(Path(run_folder))
     task, special, examples, features = _finetune_data(str(Path(run_folder).resolve()), split)
-    task.use_token_types = model.config.type_vocab_size > 0
     precision = args.mixed_precision if torch.device(device).type == "cuda" else "no"
     model.to(device)
     return evaluate_split(
@@ -50,15 +60,13 @@ def evaluate_pretrained(run_folder, model, device: str = "cpu") -> dict:
     """{"loss", "mlm_loss", "mlm_acc", ...} over the validation batches the run logged every epoch."""
     from training.distributed import DistInfo
     from training.loop import Trainer, TrainerConfig
-    from training.pretraining import PretrainingObjective
+    from training.pretraining_objective import PretrainingObjective
+    from training.pretraining_phases import build_pretraining_data
 
-    args = _args(Path(run_folder))
-    from training.pretraining import build_pretraining_data
+    args = _pretrain_config(Path(run_folder))
 
     data = build_pretraining_data(args, args.seq_length, "validation")
-    objective = PretrainingObjective(
-        args.label_smoothing, args.nsp, token_types=model.config.type_vocab_size > 0
-    )
+    objective = PretrainingObjective(args.label_smoothing, args.nsp)
     precision = args.mixed_precision if torch.device(device).type == "cuda" else "no"
     no_update = torch.optim.SGD(model.parameters(), lr=0.0)  # Trainer wants one; evaluate never steps
     trainer = Trainer(
@@ -79,7 +87,7 @@ def evaluate_pretrained(run_folder, model, device: str = "cpu") -> dict:
 
 
 def load_state_model(zoo_dir, row: dict, device: str = "cpu"):
-    """The model of a manifest row: PreTrainingModel (pretraining) or encoder + head (fine-tuned, sparse)."""
+    """The model of a manifest row: PretrainingModel (pretraining) or encoder + head (fine-tuned, sparse)."""
     from finetune.modeling import load_finetuned
     from model.io import load_model
 

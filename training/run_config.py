@@ -1,0 +1,137 @@
+"""Typed run configurations: one dataclass per command, whose fields are its flags.
+
+A field made with `flag(...)` is at once a command-line flag (name, type, default, choices, help, group),
+an attribute that library code reads, and an entry of the run's record (run_args.json). Adding a flag is
+adding one field. The one resume rule (`resume_differences`) follows from the fields: every field defines
+the run, so a resumed run must match its record in it, unless the field says `may_differ=True`; a new
+flag is therefore compared by default and cannot be forgotten. Fields made with `derived(...)` are set
+by the command after parsing (resolved paths, seeds, the model config) and are recorded too.
+"""
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import MISSING, asdict, fields
+
+
+def flag(
+    default,
+    help: str,
+    *,
+    group: str = "options",
+    choices=None,
+    may_differ: bool = False,
+    parse=None,
+    required: bool = False,
+    no_help: str | None = None,
+):
+    """A flag field. bool fields become switches (default True: also --no_NAME, described by no_help);
+    `bool | None` fields a --NAME / --no_NAME pair; parse(str) converts a value (e.g. comma lists)."""
+    meta = dict(
+        cli=True,
+        help=help,
+        group=group,
+        choices=choices,
+        may_differ=may_differ,
+        parse=parse,
+        required=required,
+        no_help=no_help,
+    )
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def derived(default=None, *, may_differ: bool = False):
+    """A recorded field that no flag sets: the command fills it in after parsing."""
+    return dataclasses.field(default=default, metadata=dict(cli=False, may_differ=may_differ))
+
+
+def default_of(f: dataclasses.Field):
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def _base_type(annotation):
+    """int for `int`, `int | None`; list for `list[int]`."""
+    if isinstance(annotation, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return typing.get_origin(annotation) or annotation
+
+
+def _is_tristate(annotation) -> bool:
+    return isinstance(annotation, types.UnionType) and set(typing.get_args(annotation)) == {bool, type(None)}
+
+
+def add_flags(parser: argparse.ArgumentParser, cls) -> None:
+    """One argparse flag per flag field of `cls`, in argument groups named by the fields (in the order of
+    cls.GROUPS, then of first use)."""
+    groups = {name: parser.add_argument_group(name) for name in getattr(cls, "GROUPS", ())}
+    for f in fields(cls):
+        m = f.metadata
+        if not m.get("cli"):
+            continue
+        if m["group"] not in groups:
+            groups[m["group"]] = parser.add_argument_group(m["group"])
+        group, name, default = groups[m["group"]], f"--{f.name}", default_of(f)
+        if _is_tristate(f.type):  # None: decided later (e.g. from the model config)
+            pair = group.add_mutually_exclusive_group()
+            pair.add_argument(name, action="store_const", const=True, default=None, help=m["help"])
+            pair.add_argument(
+                f"--no_{f.name}", dest=f.name, action="store_const", const=False, help=m["no_help"]
+            )
+        elif f.type is bool:
+            group.add_argument(name, action="store_true", default=default, help=m["help"])
+            if default:  # SUPPRESS: the positive flag alone sets the default, so help shows it once
+                group.add_argument(
+                    f"--no_{f.name}",
+                    f"--no-{f.name}",
+                    dest=f.name,
+                    action="store_false",
+                    default=argparse.SUPPRESS,
+                    help=m["no_help"],
+                )
+        else:
+            kind = m["parse"] or _base_type(f.type)
+            group.add_argument(
+                name, type=kind, default=default, choices=m["choices"], help=m["help"], required=m["required"]
+            )
+
+
+def flag_names(cls) -> set[str]:
+    return {f.name for f in fields(cls) if f.metadata.get("cli")}
+
+
+def from_namespace(cls, ns: argparse.Namespace):
+    return cls(**{f.name: getattr(ns, f.name) for f in fields(cls) if f.metadata.get("cli")})
+
+
+def record(config) -> dict:
+    """The JSON-ready record of a run configuration (run_args.json, a checkpoint's args.json)."""
+    return asdict(config)
+
+
+def from_record(cls, saved: dict):
+    """The configuration of a saved run: a key it lacks (a flag added since) takes the field's default, a
+    key the class no longer has (a flag removed since, or the record's extras such as world_size) is
+    dropped."""
+    return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
+
+
+def resume_differences(saved: dict, current) -> list[str]:
+    """The fields that define the run (all but may_differ ones) in which `current` differs from a saved
+    record; a field the record lacks counts as its default."""
+    now = asdict(current)
+    return [
+        f.name
+        for f in fields(current)
+        if not f.metadata.get("may_differ") and saved.get(f.name, default_of(f)) != now[f.name]
+    ]
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    def _get_help_string(self, action):  # show real defaults only, never "(default: None)"
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
