@@ -26,7 +26,7 @@ from training.cli import run_distributed
 from training.distributed import DistInfo, barrier, broadcast_object
 from training.loop import Trainer, TrainerConfig, TrainingDiverged
 from training.metrics import MetricsLogger
-from training.optim import optimizer_from_args
+from training.optim import optimizer_from_args, resolve_param_rule
 from training.precision import resolve
 from training.pretrain_args import differing_args, parse_args
 from training.pretraining import PretrainingObjective, build_pretraining_data, phase_at, phases
@@ -101,6 +101,9 @@ def _setup(args, info: DistInfo):
         model, config = None, file_config
     args.nsp = config.next_sentence_prediction if args.nsp is None else args.nsp
     args.mixed_precision = resolve(args.mixed_precision, info.device)  # saved and compared resolved
+    # saved and compared resolved; a run saved before --param_groups existed used the bert rule
+    old_run = saved is not None and "param_groups" not in saved and args.param_groups == "auto"
+    args.param_groups = "bert" if old_run else resolve_param_rule(args.param_groups, config.backbone)
     current = {**vars(args), "model_config": (file_config or config).to_dict()}
     if saved is not None and not args.allow_override:
         diffs = differing_args(saved, current)
@@ -141,7 +144,7 @@ def _train(args, info: DistInfo) -> None:
         os.replace(tmp, out / "run_args.json")
 
     model.to(info.device)
-    optimizer = optimizer_from_args(model, args, max_trust_ratio=args.max_trust_ratio)
+    optimizer = optimizer_from_args(model, args, max_trust_ratio=args.max_trust_ratio, rule=args.param_groups)
     schedule = build_schedule(
         args.scheduler, optimizer, args.max_steps, args.warmup_steps, args.min_lr_factor
     )

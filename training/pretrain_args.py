@@ -35,6 +35,7 @@ RUN_DEFINING = (
     "adam_beta2",
     "adam_eps",
     "max_trust_ratio",
+    "param_groups",
     "max_gradient",
     "label_smoothing",
     "mixed_precision",
@@ -101,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="decoupled weight decay (not on biases, LayerNorm, ELC layer weights)",
     )
     a("--max_trust_ratio", type=float, default=None, help="LAMB: clamp the trust ratio at this value")
+    a(
+        "--param_groups",
+        default="auto",
+        choices=("auto", "bert", "elc"),
+        help="weight-decay groups and LAMB trust ratios: bert (no decay on biases, LayerNorm, ELC weights) "
+        "| elc (elc-bert's: also none on the embeddings, one trust ratio per q/k and v, none with weight "
+        "decay 0) | auto: elc for the ltg backbone, else bert; saved resolved in run_args.json",
+    )
     a("--label_smoothing", type=float, default=0.0, help="label smoothing of the MLM/NSP cross-entropy")
     a(
         "--max_skipped_steps",
