@@ -57,6 +57,8 @@ class PretrainingObjective:
             # an NSP head this run does not train: a zero term keeps its gradients defined (DDP buckets)
             mlm = mlm + 0.0 * out.nsp_logits.float().sum()
         sums, metrics = {"mlm": mlm}, {"mlm_acc": mlm_correct}
+        if "masked_dropped" in batch:  # span masking: logged as dropped / predicted masked tokens
+            metrics["mlm_dropped"] = batch["masked_dropped"].sum()
         if self.nsp:
             sums["nsp"], metrics["nsp_acc"] = summed_cross_entropy(
                 out.nsp_logits, batch["nsp_labels"], self.label_smoothing
