@@ -1,5 +1,5 @@
-"""LAMB groups of ELC-BERT runs (--param_groups elc) as elc-bert's train_elc_bert_*.py builds them, pinned with
-hand-derived first steps; BERT runs keep BERT's convention; the rule a run used is saved."""
+"""LAMB groups of ELC-BERT runs (--param_groups elc) as elc-bert's train_elc_bert_*.py builds them, pinned
+with hand-derived first steps; BERT runs keep BERT's convention; the rule a run used is saved."""
 
 import json
 from pathlib import Path
