@@ -238,7 +238,8 @@ class PretrainingData:
 
     def batch(self, step, global_batch_size, rank=0, world_size=1, micro_step=0, accumulation=1) -> dict:
         """Fixed-shape tensors of one micro-batch: input_ids, token_type_ids, attention_mask [b,S],
-        masked_positions, masked_labels [b,P] (padding: position 0, label -100), nsp_labels [b]."""
+        masked_positions, masked_labels [b,P] (padding: position 0, label -100), nsp_labels [b];
+        span masking also masked_dropped [b], its masked tokens that had no slot."""
         epoch, indices = self.instance_indices(
             step, global_batch_size, rank, world_size, micro_step, accumulation
         )
