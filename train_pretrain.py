@@ -28,12 +28,12 @@ from training.cli import run_distributed
 from training.distributed import DistInfo, barrier, broadcast_object
 from training.loop import Trainer, TrainerConfig, TrainingDiverged
 from training.metrics import MetricsLogger
-from training.optim import optimizer_from_args
+from training.optim import optimizer_from_args, resolve_param_rule
 from training.precision import resolve
 from training.pretrain_args import PretrainConfig, parse_args
 from training.pretraining_objective import PretrainingObjective
 from training.pretraining_phases import build_pretraining_data, phase_at, phases
-from training.run_config import record, resume_differences
+from training.run_config import record, resume_differences, with_legacy_values
 from training.schedules import build_schedule
 from utils.errors import UserError, run_cli
 from utils.files import read_json, write_json_atomic
@@ -173,7 +173,9 @@ def save(writer, trainer: Trainer, phase, info: DistInfo, run_record: dict, kept
 
 def build_trainer(model, config: PretrainConfig, info: DistInfo, state: dict | None) -> Trainer:
     model.to(info.device)
-    optimizer = optimizer_from_args(model, config, max_trust_ratio=config.max_trust_ratio)
+    optimizer = optimizer_from_args(
+        model, config, max_trust_ratio=config.max_trust_ratio, rule=config.param_groups
+    )
     schedule = build_schedule(
         config.scheduler, optimizer, config.max_steps, config.warmup_steps, config.min_lr_factor
     )
@@ -213,13 +215,17 @@ def setup(config: PretrainConfig, info: DistInfo):
                 f"--config_file {config.config_file} differs from --init_from's config in {diff!r}"
             )
     model_config = file_config or model.config
+    previous = saved if saved is not None else read_json_or_none(out / "run_args.json")
+    if previous is not None:
+        config = with_legacy_values(config, previous)  # a flag added since: the value the old run used
+    # resolved values are what is saved and compared
     config = dataclasses.replace(
         config,
         nsp=model_config.next_sentence_prediction if config.nsp is None else config.nsp,
-        mixed_precision=resolve(config.mixed_precision, info.device),  # saved and compared resolved
+        mixed_precision=resolve(config.mixed_precision, info.device),
+        param_groups=resolve_param_rule(config.param_groups, model_config.backbone),
         model_config=model_config.to_dict(),
     )
-    previous = saved if saved is not None else read_json_or_none(out / "run_args.json")
     if previous is not None and not config.allow_override:
         diffs = resume_differences(previous, config)
         if diffs:

@@ -134,10 +134,17 @@ class WholeWordMasking(MaskingStrategy):
 
 
 class SpanMasking(MaskingStrategy):
-    """ELC-BERT's span masking (ltgoslo/elc-bert): span length = Geometric(p) mod max_span, p = 1/3,
-    max_span = 10 (a length 0 draw masks nothing), start uniform in [-(len-1), L + len); spans are
-    drawn until n_target tokens are covered (at most max_tries draws); 80/10/10 decided per span.
-    Unlike ELC-BERT the last span is cut so that exactly n_target tokens are masked."""
+    """ELC-BERT's span masking (ltgoslo/elc-bert pre_training/dataset.py), with its counts:
+    - target: Binomial(n, mask_p) tokens, n the sequence's maskable tokens (not n * mask_p rounded);
+    - spans: length Geometric(p) mod max_span (p = 1/3, max_span = 10; a length-0 draw masks nothing),
+      start uniform in [-(len-1), S + len), covering [max(0, start), min(S - 1, start + len)) minus the
+      special tokens; drawn while fewer than target tokens are covered, at most max_tries = 100 draws;
+      the last span is kept whole, so the count may overshoot the target;
+    - 80/10/10 decided per span; a token covered by several spans takes the decision of the last one.
+    The target and span count ignore max_predictions: a sequence with more masked tokens than the [b,P]
+    slots keeps them masked, its surplus predictions are dropped and counted (mask_counting_dropped, the
+    batch's masked_dropped); PretrainingData's default slots hold every case (P = seq_length).
+    Deviation: random replacements are never special tokens (elc-bert draws ids >= 5, so also id 5)."""
 
     name = "span"
 
@@ -151,7 +158,7 @@ class SpanMasking(MaskingStrategy):
         return max(seq_length, self.max_tries)
 
     def extra_uniforms(self):
-        return 2 * self.max_tries  # a length and a start per span draw
+        return 2 * self.max_tries + 1  # a length and a start per span draw, the binomial target
 
     def span_length_pmf(self) -> np.ndarray:
         """[max_span] probability of each drawn length 0..max_span-1 (Geometric(p) folded mod max_span)."""
@@ -165,30 +172,63 @@ class SpanMasking(MaskingStrategy):
         geometric = np.floor(np.log1p(-u) / np.log1p(-self.p)).astype(np.int64) + 1
         return geometric % self.max_span
 
+    def binomial_targets(self, n: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """n [b] maskable counts, u [b] uniforms -> [b] Binomial(n, mask_p) draws (inverse CDF)."""
+        K = int(n.max(initial=0)) + 1
+        log_fact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, K + 1)))])  # [K+1] log k!
+        k = np.arange(K)[None, :]  # [1,K]
+        nn = n[:, None]
+        log_pmf = (
+            log_fact[nn]
+            - log_fact[k]
+            - log_fact[np.maximum(nn - k, 0)]
+            + k * np.log(self.mask_p)
+            + (nn - k) * np.log1p(-self.mask_p)
+        )  # [b,K]
+        cdf = np.cumsum(np.where(k <= nn, np.exp(log_pmf), 0.0), axis=1)
+        return np.minimum((cdf < u[:, None]).sum(1), n)  # rounding past the last cdf value: n
+
     def select(self, maskable, word_start, n_target, keys, extra):
+        # n_target (the base class's rounded, capped count) is replaced by the binomial draw
         b, S = maskable.shape
         tries = self.max_tries
+        targets = self.binomial_targets(maskable.sum(1), extra[:, 2 * tries]).tolist()
         lengths = self.span_lengths(extra[:, :tries])  # [b,T]
-        n = maskable.shape[1]
-        offsets = np.floor(extra[:, tries:] * (n + 2 * lengths - 1)).astype(np.int64) - (lengths - 1)
-        lo, hi = np.maximum(offsets, 0), np.minimum(n - 1, offsets + lengths)  # (ELC-BERT's upper bound)
-        lo, hi, targets = lo.tolist(), hi.tolist(), n_target.tolist()
+        offsets = np.floor(extra[:, tries : 2 * tries] * (S + 2 * lengths - 1)).astype(np.int64) - (
+            lengths - 1
+        )
+        lo, hi = np.maximum(offsets, 0).tolist(), np.minimum(S - 1, offsets + lengths).tolist()
         rows, cols, units = [], [], []
         for row, free in enumerate(maskable.tolist()):  # plain lists: spans cover few tokens each
-            total, target = 0, targets[row]
+            unit_of: dict[int, int] = {}  # masked column -> the last span covering it
             for t in range(tries):
-                if total >= target:
+                if len(unit_of) >= targets[row]:
                     break
                 for col in range(lo[row][t], hi[row][t]):
-                    if free[col] and total < target:
-                        free[col] = False
-                        rows.append(row), cols.append(col), units.append(t)
-                        total += 1
+                    if free[col]:
+                        unit_of[col] = t
+            rows += [row] * len(unit_of)
+            cols += list(unit_of)
+            units += list(unit_of.values())
         selected = np.zeros((b, S), dtype=bool)
         unit = np.zeros((b, S), dtype=np.int64)
         selected[rows, cols] = True
         unit[rows, cols] = units
         return selected, unit
+
+    def mask_counting_dropped(self, tokens, vocab, u, max_predictions: int):
+        """As __call__, plus dropped [b]: masked tokens of each sequence beyond the max_predictions slots
+        (masked in the input, not predicted)."""
+        b, S = tokens.shape
+        inputs, positions, labels = super().__call__(tokens, vocab, u, S)  # [b,S] slots: nothing cut
+        dropped = (labels[:, max_predictions:] != -100).sum(1)
+        pad = max(0, max_predictions - S)
+        positions = np.pad(positions[:, :max_predictions], ((0, 0), (0, pad)))
+        labels = np.pad(labels[:, :max_predictions], ((0, 0), (0, pad)), constant_values=-100)
+        return inputs, positions, labels, dropped
+
+    def __call__(self, tokens, vocab, u, max_predictions: int):
+        return self.mask_counting_dropped(tokens, vocab, u, max_predictions)[:3]
 
 
 STRATEGIES = {cls.name: cls for cls in (SubwordMasking, WholeWordMasking, SpanMasking)}

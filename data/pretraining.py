@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from data.corpus import ProcessedCorpus, check_tokenizer_matches
-from data.masking import MaskingStrategy, VocabInfo
+from data.masking import MaskingStrategy, SpanMasking, VocabInfo
 from data.tokenization import all_special_ids, word_start_table
 from utils.errors import UserError
 
@@ -76,6 +76,8 @@ class PretrainingData:
         self.static_masking, self.data_seed, self.short_p = static_masking, data_seed, short_p
         self.max_tokens = seq_length - (3 if nsp else 2)
         self.max_predictions = max_predictions or math.ceil(seq_length * masking.mask_p) + PREDICTION_SLACK
+        if isinstance(masking, SpanMasking) and not max_predictions:
+            self.max_predictions = seq_length  # its binomial counts are unbounded: slots for every case
         if nsp and self.corpus.n_documents < 2:
             raise UserError(
                 f"{corpus_dir} ({split}) has {self.corpus.n_documents} document(s); NSP needs two"
@@ -236,14 +238,18 @@ class PretrainingData:
 
     def batch(self, step, global_batch_size, rank=0, world_size=1, micro_step=0, accumulation=1) -> dict:
         """Fixed-shape tensors of one micro-batch: input_ids, token_type_ids, attention_mask [b,S],
-        masked_positions, masked_labels [b,P] (padding: position 0, label -100), nsp_labels [b]."""
+        masked_positions, masked_labels [b,P] (padding: position 0, label -100), nsp_labels [b];
+        span masking also masked_dropped [b], its masked tokens that had no slot."""
         epoch, indices = self.instance_indices(
             step, global_batch_size, rank, world_size, micro_step, accumulation
         )
         inst = self.build(indices, epoch)
-        input_ids, positions, labels = self.masking(
-            inst["tokens"], self.vocab, inst["mask_uniforms"], self.max_predictions
-        )
+        mask_args = (inst["tokens"], self.vocab, inst["mask_uniforms"], self.max_predictions)
+        dropped = None
+        if isinstance(self.masking, SpanMasking):  # the only strategy whose count can exceed the slots
+            input_ids, positions, labels, dropped = self.masking.mask_counting_dropped(*mask_args)
+        else:
+            input_ids, positions, labels = self.masking(*mask_args)
         out = {
             "input_ids": input_ids,
             "token_type_ids": inst["token_types"],
@@ -255,4 +261,6 @@ class PretrainingData:
         }
         if self.nsp:
             out["nsp_labels"] = inst["is_random_next"].astype(np.int64)  # 0: B follows A, 1: B is random
+        if dropped is not None:
+            out["masked_dropped"] = dropped.astype(np.int64)  # [b] masked tokens without a slot
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}

@@ -7,7 +7,7 @@ from utils.errors import UserError
 from utils.files import read_json, write_json_atomic
 
 BACKBONES = ("bert", "ltg")
-LAYER_WEIGHTINGS = ("none", "base", "zero", "normalized", "weighted_output")
+LAYER_WEIGHTINGS = ("none", "base", "zero", "normalized", "weighted_output", "base_residual")
 
 
 @dataclass
@@ -25,7 +25,9 @@ class ModelConfig:
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02  # bert only; ltg uses std sqrt(2 / (5 * hidden))
     position_bucket_size: int = 32  # ltg relative positions: exact within +-bucket/2, log-bucketed beyond
-    layer_weighting: str = "none"  # ELC-BERT layer mixing: none | base | zero | normalized | weighted_output
+    # ELC-BERT layer mixing: none | base | zero | normalized | weighted_output (the reference files), or
+    # base_residual (ours: base weights, layers stored as in zero; see model/layer_weighting.py)
+    layer_weighting: str = "none"
     next_sentence_prediction: bool = True
     pad_vocab_to_multiple_of: int = 1  # pad embedding rows (e.g. 64) for faster matmuls; 1 = no padding
     pad_token_id: int = 0

@@ -3,6 +3,9 @@ our BERT with both heads, and export ours to a folder `transformers.BertForPreTr
 
   python -m model.convert --from_hf HF_DIR --output_dir DIR        # -> model.safetensors + config.json
   python -m model.convert --to_hf CHECKPOINT_DIR --output_dir DIR  # -> HF config.json + model.safetensors
+  python -m model.convert --from_elc model.bin --config_file REF.json --layer_weighting V --output_dir DIR
+  python -m model.convert --to_elc CHECKPOINT_DIR --output_dir DIR  # -> elc-bert model.bin + config.json
+(ELC-BERT, ltgoslo/elc-bert: see model/elc_convert.py)
 
 Weights are read with safetensors or torch.load(weights_only=True) only: a downloaded file cannot run code.
 """
@@ -247,9 +250,25 @@ def main(argv=None) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--from_hf", type=Path, help="a local Hugging Face BERT folder to import")
     source.add_argument("--to_hf", type=Path, help="one of our checkpoint folders to export")
+    source.add_argument("--from_elc", type=Path, help="an elc-bert checkpoint (model.bin) to import")
+    source.add_argument("--to_elc", type=Path, help="one of our ltg + ELC checkpoint folders to export")
+    parser.add_argument("--config_file", type=Path, help="--from_elc: elc-bert's configs/*.json of the model")
+    parser.add_argument("--layer_weighting", help="--from_elc: base | zero | normalized | weighted_output")
     parser.add_argument("--output_dir", type=Path, required=True, help="new folder to write")
     args = parser.parse_args(argv)
-    if args.from_hf is not None:
+    if args.from_elc is None and (args.config_file or args.layer_weighting):
+        raise UserError("--config_file and --layer_weighting go with --from_elc only")
+    if args.from_elc is not None or args.to_elc is not None:
+        from model import elc_convert
+
+        if args.from_elc is not None:
+            model = elc_convert.load_reference(args.from_elc, args.config_file, args.layer_weighting)
+            write = lambda tmp: save_model(model, tmp)  # noqa: E731
+        else:
+            model = load_model(args.to_elc)
+            elc_convert.to_reference_state(model)  # refuses an unexportable model before writing
+            write = lambda tmp: elc_convert.save_reference(model, tmp)  # noqa: E731
+    elif args.from_hf is not None:
         model = load_hf_bert(args.from_hf)
 
         def write(tmp):

@@ -6,6 +6,10 @@ Variants (config.layer_weighting):
   zero             all weights start at 0 (a uniform mix)
   normalized       as zero, and every layer output passes a non-affine LayerNorm before it is stored
   weighted_output  as zero, plus one more softmax mix over the embedding and all layers as final output
+  base_residual    ours, not in the reference: base's weights, but on the LTG backbone a layer stores
+                   attn + ffn(x + attn) as in the other three (what "base" meant here before)
+On the LTG backbone a layer stores attn + ffn(attn) under base (the reference's base file) and
+attn + ffn(x + attn) under the others, x being the mixed input (model/ltg.py, LtgLayer).
 Reference: ltgoslo/elc-bert models/model_elc_bert_{base,zero,normalized,weighted_output}.py.
 """
 
@@ -23,7 +27,7 @@ class LayerWeighting(nn.Module):
         weights = []
         for i in range(n_layers):  # layer i mixes i + 1 stored states: the embedding and layers 0..i-1
             w = torch.zeros(i + 1)
-            if variant == "base":
+            if variant in ("base", "base_residual"):
                 w[-1] = 1.0
             weights.append(nn.Parameter(w))
         self.layer_weights = nn.ParameterList(weights)  # logits (softmaxed in mix); a checkpoint name

@@ -6,8 +6,9 @@ Reference: ltgoslo/ltg-bert training/model.py and ltgoslo/elc-bert models/*.py. 
   the relative embedding goes through the query/key rows only, as in the reference.
 - attention runs through scaled_dot_product_attention with the position terms as an additive bias.
 - the NSP head (LTG's NextSentenceClassifier) gives 2 logits instead of 1, to match BERT's interface.
-- with ELC layer weighting a layer stores attn + ffn(x + attn) (its own contribution, no residual), as in
-  elc-bert's zero/normalized/weighted_output files; elc-bert's base file stores attn + ffn(attn) instead.
+With ELC layer weighting a layer stores its own contribution (no residual), as in elc-bert: attn + ffn(attn)
+under "base" (its base file), attn + ffn(x + attn) under zero/normalized/weighted_output (its other files)
+and under our own "base_residual".
 """
 
 import math
@@ -131,15 +132,17 @@ class LtgLayer(nn.Module):
         self.attention = LtgAttention(config)
         self.ffn = LtgFeedForward(config)
         self.residual = residual  # False under ELC weighting: the mix of stored outputs is the residual
+        # elc-bert's base file feeds the FFN the attention output alone; every other form x + attention
+        self.ffn_sees_input = config.layer_weighting != "base"
 
     def forward(self, x, mask, relative_embedding):
         a = self.attention(x, mask, relative_embedding)
-        out = a + self.ffn(x + a)  # this layer's contribution
+        out = a + self.ffn(x + a if self.ffn_sees_input else a)  # this layer's contribution
         return x + out if self.residual else out
 
 
 class LtgMLMHead(nn.Module):
-    """LTG's MaskClassifier: LN, dense, GELU, dropout, LN (both non-affine), tied decoder with bias."""
+    """elc-bert's MaskClassifier: LN, dense, GELU, LN (both non-affine), dropout, tied decoder with bias."""
 
     def __init__(self, config):
         super().__init__()
@@ -149,8 +152,8 @@ class LtgMLMHead(nn.Module):
             nn.LayerNorm(h, eps=eps, elementwise_affine=False),
             nn.Linear(h, h),
             nn.GELU(),
-            nn.Dropout(config.hidden_dropout_prob),
             nn.LayerNorm(h, eps=eps, elementwise_affine=False),
+            nn.Dropout(config.hidden_dropout_prob),  # after the LN: dropout's zeros reach the decoder
         )
         self.bias = nn.Parameter(torch.zeros(config.padded_vocab_size))
         trunc_normal_(self.transform[1].weight, ltg_std(h))

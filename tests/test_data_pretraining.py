@@ -25,7 +25,7 @@ def collect(data: PretrainingData, n_sequences: int, global_batch: int = 512):
     return {k: torch.cat([b[k] for b in out]) for k in out[0]}
 
 
-@pytest.mark.parametrize("masking", [SubwordMasking(), WholeWordMasking(), SpanMasking()], ids=repr)
+@pytest.mark.parametrize("masking", [SubwordMasking(), WholeWordMasking()], ids=repr)  # span: test_elc_span
 def test_masking_statistics(processed_corpus, masking):
     data = PretrainingData(
         processed_corpus, 128, nsp=False, masking=masking, static_masking=False, data_seed=3

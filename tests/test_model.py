@@ -243,7 +243,7 @@ def test_elc_variants(backbone, variant):
         {"output"} if variant == "weighted_output" else set()
     )
     e = math.e
-    if variant == "base":  # previous layer at 1, the rest at 0, before the softmax
+    if variant in ("base", "base_residual"):  # previous layer at 1, the rest at 0, before the softmax
         torch.testing.assert_close(weights["layer_2"], torch.tensor([1, 1, e]) / (2 + e))
     else:
         torch.testing.assert_close(weights["layer_2"], torch.full((3,), 1 / 3))

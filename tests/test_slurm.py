@@ -216,7 +216,7 @@ def test_zoo_array_killed_run_fails_its_task_and_resubmission_redoes_only_the_re
     complete; the manifest records every finished state."""
     import torch
 
-    from model import ModelConfig, PreTrainingModel
+    from model import ModelConfig, PretrainingModel
     from model.io import save_model
     from zoo import runs as rf
     from zoo.manifest import read_manifest
@@ -225,7 +225,7 @@ def test_zoo_array_killed_run_fails_its_task_and_resubmission_redoes_only_the_re
 
     torch.manual_seed(0)
     save_model(
-        PreTrainingModel(ModelConfig.from_json(REPO_ROOT / "configs" / "tiny.json")), tmp_path / "base"
+        PretrainingModel(ModelConfig.from_json(REPO_ROOT / "configs" / "tiny.json")), tmp_path / "base"
     )
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps({

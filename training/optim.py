@@ -1,10 +1,15 @@
 """Optimizers: PyTorch's AdamW (fused) and our LAMB; the weight-decay parameter groups.
 
-Parameter groups (both optimizers): `model.no_weight_decay()` names the parameters that get no weight
-decay -- biases, LayerNorm weights, ELC layer weights. Models without that method (e.g. a fine-tuning
-head around an encoder) fall back to: every parameter with fewer than 2 dimensions, plus ELC layer
-weights. With LAMB the no-decay group also gets no trust ratio (a plain Adam step), as in ELC-BERT's
-LAMB, where the ratio is only applied to groups with weight decay.
+Parameter groups, two rules (--param_groups; the resolved rule is saved in the run's run_args.json):
+- "bert" (BERT backbone): `model.no_weight_decay()` names the parameters that get no weight decay --
+  biases, LayerNorm weights, ELC layer weights. Models without that method (e.g. a fine-tuning head around
+  an encoder) fall back to: every parameter with fewer than 2 dimensions, plus ELC layer weights. With
+  LAMB the decay group gets a trust ratio, the no-decay group a plain Adam step.
+- "elc" (ELC-BERT / LTG runs, as elc-bert's train_elc_bert_*.py): no decay for a parameter whose elc-bert
+  name contains bias, layer_norm, embedding or prev_layer_weights (model.elc_convert.reference_names): so
+  also none for the word and relative embeddings, which get a plain Adam step; LAMB takes one trust ratio
+  per elc-bert parameter (in_proj_qk and in_proj_v apart: per row slice of our fused qkv), and none at all
+  when weight_decay is 0 (elc-bert computes the ratio only in groups with weight decay).
 """
 
 import torch
@@ -22,7 +27,8 @@ class Lamb(torch.optim.Optimizer):
         m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
         u = (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps) + weight_decay * w
         r = ||w|| / ||u||  (1 when either norm is 0; clamped to max_trust_ratio when given;
-                            1 in groups with trust_ratio=False)
+                            1 in groups with trust_ratio=False; with trust_splits [n1, n2, ...] one r
+                            per slice of rows n1, n2, ... of every parameter in the group)
         w = w - lr * r * u
     Supports the GradScaler `found_inf` protocol (`_step_supports_amp_scaling`): when the loop sets
     `self.found_inf` (a device scalar, 1 = skip), a flagged step leaves weights, moments and the step
@@ -40,6 +46,7 @@ class Lamb(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         trust_ratio: bool = True,
         max_trust_ratio: float | None = None,
+        trust_splits: list[int] | None = None,
     ):
         if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"invalid LAMB hyper-parameters lr={lr} betas={betas} eps={eps}")
@@ -50,6 +57,7 @@ class Lamb(torch.optim.Optimizer):
             weight_decay=weight_decay,
             trust_ratio=trust_ratio,
             max_trust_ratio=max_trust_ratio,
+            trust_splits=trust_splits,
         )
         super().__init__(params, defaults)
 
@@ -112,6 +120,10 @@ class Lamb(torch.optim.Optimizer):
         if group["weight_decay"] != 0:
             torch._foreach_add_(update, params, alpha=group["weight_decay"])
 
+        splits = group.get("trust_splits")  # absent in optimizer states saved before it existed
+        if group["trust_ratio"] and splits:  # one ratio per row slice: N -> N * len(splits) pieces
+            params = [piece for p in params for piece in p.split(splits, 0)]
+            update = [piece for u in update for piece in u.split(splits, 0)]  # views: scaled in place
         scale = torch.full((len(params),), -group["lr"], dtype=dtype, device=params[0].device)  # [N]
         if group["trust_ratio"]:
             w_norm = torch.stack(torch._foreach_norm(params))  # [N]
@@ -122,7 +134,20 @@ class Lamb(torch.optim.Optimizer):
             scale = scale * ratio
         scale = scale * keep
         torch._foreach_mul_(update, list(scale.unbind(0)))
-        torch._foreach_add_(params, update)
+        torch._foreach_add_(params, update)  # slices of the parameters when split: the same memory
+
+
+PARAM_RULES = ("bert", "elc")
+ELC_NO_DECAY = ("bias", "layer_norm", "embedding", "prev_layer_weights")  # substrings of elc-bert names
+
+
+def resolve_param_rule(rule: str, backbone: str) -> str:
+    """--param_groups auto -> elc for the ltg backbone (ELC-BERT / LTG-BERT), bert otherwise."""
+    if rule == "auto":
+        return "elc" if backbone == "ltg" else "bert"
+    if rule not in PARAM_RULES:
+        raise UserError(f"--param_groups must be auto or one of {', '.join(PARAM_RULES)}, not {rule!r}")
+    return rule
 
 
 def no_decay_names(model: nn.Module) -> set[str]:
@@ -134,10 +159,46 @@ def no_decay_names(model: nn.Module) -> set[str]:
     return no_weight_decay_names(model)
 
 
-def param_groups(model: nn.Module, weight_decay: float, lr_overrides: dict | None = None) -> list[dict]:
-    """[decay group, no-decay group]; the no-decay group is marked trust_ratio=False (LAMB).
+def elc_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """The "elc" rule: [decay, decay fused qkv weights (trust ratio per q/k and v slice), no decay]."""
+    config = getattr(model, "config", None)
+    if config is None or config.backbone != "ltg":
+        raise UserError("--param_groups elc needs a pretraining model with the ltg backbone")
+    from model.elc_convert import reference_names
+
+    ref = reference_names(config)
+    skip = no_decay_names(model)  # for parameters elc-bert has no counterpart of (an NSP head)
+    ratio = weight_decay > 0  # elc-bert: a trust ratio only in groups with weight decay
+    H = config.hidden_size
+    groups = {"decay": [], "qkv": [], "no_decay": []}
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = any(s in ref[n] for s in ELC_NO_DECAY) if n in ref else n in skip
+        kind = "no_decay" if no_decay else "qkv" if "+" in ref.get(n, "") else "decay"
+        groups[kind].append(p)
+    return [
+        {"params": groups["decay"], "weight_decay": weight_decay, "trust_ratio": ratio},
+        {
+            "params": groups["qkv"],
+            "weight_decay": weight_decay,
+            "trust_ratio": ratio,
+            "trust_splits": [2 * H, H],
+        },
+        {"params": groups["no_decay"], "weight_decay": 0.0, "trust_ratio": False},
+    ]
+
+
+def param_groups(
+    model: nn.Module, weight_decay: float, lr_overrides: dict | None = None, rule: str = "bert"
+) -> list[dict]:
+    """rule "bert": [decay group, no-decay group]; the no-decay group is marked trust_ratio=False (LAMB).
     lr_overrides {parameter-name prefix: lr}: one more such pair per prefix, with its own LR (a fine-tuning
-    head's); the first pair holds every other parameter."""
+    head's); the first pair holds every other parameter. rule "elc": elc_param_groups (no lr_overrides)."""
+    if rule == "elc":
+        if lr_overrides:
+            raise UserError("--param_groups elc does not take per-head learning rates")
+        return elc_param_groups(model, weight_decay)
     skip = no_decay_names(model)
     lr_overrides = lr_overrides or {}
     owner = lambda n: next((k for k in lr_overrides if n.startswith(k)), None)  # noqa: E731
@@ -164,14 +225,17 @@ def build_optimizer(
     max_trust_ratio: float | None = None,
     fused: bool | None = None,
     lr_overrides: dict | None = None,
+    rule: str = "bert",
 ) -> torch.optim.Optimizer:
-    """AdamW or LAMB over `param_groups(model, weight_decay, lr_overrides)`; fused=None: fused kernels."""
-    groups = param_groups(model, weight_decay, lr_overrides)
+    """AdamW or LAMB over `param_groups(model, weight_decay, lr_overrides, rule)`; fused=None: fused
+    kernels."""
+    groups = param_groups(model, weight_decay, lr_overrides, rule)
     if name == "adamw":
         if fused is None:
             fused = next(model.parameters()).device.type in ("cuda", "cpu")
         for g in groups:
             g.pop("trust_ratio")
+            g.pop("trust_splits", None)
         # fused kernels where PyTorch has them (3% faster than foreach on CPU, honours found_inf)
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None, foreach=not fused)
     if name == "lamb":
@@ -181,7 +245,7 @@ def build_optimizer(
 
 def optimizer_from_args(model: nn.Module, args, **extra) -> torch.optim.Optimizer:
     """build_optimizer from the flags both training commands share (training.cli.add_optimizer_flags,
-    --learning_rate, --weight_decay); extra: max_trust_ratio, lr_overrides."""
+    --learning_rate, --weight_decay); extra: max_trust_ratio, lr_overrides, rule (--param_groups)."""
     betas = (args.adam_beta1, args.adam_beta2)
     return build_optimizer(
         model, args.optimizer, args.learning_rate, args.weight_decay, betas=betas, eps=args.adam_eps, **extra

@@ -76,6 +76,15 @@ class PretrainConfig(OptimizerFlags, HardwareFlags, TensorboardFlags):
         0.01, "decoupled weight decay (not on biases, LayerNorm, ELC layer weights)", group=O
     )
     max_trust_ratio: float | None = flag(None, "LAMB: clamp the trust ratio at this value", group=O)
+    param_groups: str = flag(
+        "auto",
+        "weight-decay groups and LAMB trust ratios: bert (no decay on biases, LayerNorm, ELC weights) | elc "
+        "(elc-bert's: also none on the embeddings, one trust ratio per q/k and v, none with weight decay 0) "
+        "| auto: elc for the ltg backbone, else bert; saved resolved in run_args.json",
+        group=O,
+        choices=("auto", "bert", "elc"),
+        legacy="bert",  # runs saved before the flag existed
+    )
     label_smoothing: float = flag(0.0, "label smoothing of the MLM/NSP cross-entropy", group=O)
     max_skipped_steps: int = flag(
         10, "stop after this many steps in a row with a non-finite loss or gradient", group=O, may_differ=True

@@ -30,7 +30,10 @@ class PretrainingObjective:
     """
 
     def __init__(self, label_smoothing: float = 0.0, nsp: bool = True):
-        self.metric_terms = {"mlm_acc": "mlm", "nsp_acc": "nsp"} if nsp else {"mlm_acc": "mlm"}
+        # metric -> the loss term whose count it is averaged over (mlm_dropped: span masking's surplus)
+        self.metric_terms = {"mlm_acc": "mlm", "mlm_dropped": "mlm"}
+        if nsp:
+            self.metric_terms["nsp_acc"] = "nsp"
         self.label_smoothing = label_smoothing
         self.nsp = nsp
 
@@ -54,6 +57,8 @@ class PretrainingObjective:
             # an NSP head this run does not train: a zero term keeps its gradients defined (DDP buckets)
             mlm = mlm + 0.0 * out.nsp_logits.float().sum()
         sums, metrics = {"mlm": mlm}, {"mlm_acc": mlm_correct}
+        if "masked_dropped" in batch:  # span masking: logged as dropped / predicted masked tokens
+            metrics["mlm_dropped"] = batch["masked_dropped"].sum()
         if self.nsp:
             sums["nsp"], metrics["nsp_acc"] = summed_cross_entropy(
                 out.nsp_logits, batch["nsp_labels"], self.label_smoothing

@@ -25,10 +25,13 @@ def flag(
     parse=None,
     required: bool = False,
     no_help: str | None = None,
+    legacy=MISSING,
 ):
     """A flag field. bool fields become switches (default True: also --no_NAME, described by no_help);
-    `bool | None` fields a --NAME / --no_NAME pair; parse(str) converts a value (e.g. comma lists)."""
+    `bool | None` fields a --NAME / --no_NAME pair; parse(str) converts a value (e.g. comma lists).
+    legacy: the value that runs saved before this flag existed used, when it is not the default."""
     meta = dict(
+        legacy=legacy,
         cli=True,
         help=help,
         group=group,
@@ -118,14 +121,36 @@ def from_record(cls, saved: dict):
     return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
 
 
+def recorded_value(f: dataclasses.Field, saved: dict):
+    """A field's value in a saved record; a record that lacks it (saved before the flag existed) ran with
+    the field's legacy value, or else its default."""
+    if f.name in saved:
+        return saved[f.name]
+    legacy = f.metadata.get("legacy", MISSING)
+    return default_of(f) if legacy is MISSING else legacy
+
+
+def with_legacy_values(config, saved: dict):
+    """`config` with each field that is still at its default and that `saved` lacks set to the value the
+    saved run used (its legacy value): resuming an old run keeps computing what it computed."""
+    changes = {
+        f.name: f.metadata["legacy"]
+        for f in fields(config)
+        if f.name not in saved
+        and f.metadata.get("legacy", MISSING) is not MISSING
+        and getattr(config, f.name) == default_of(f)
+    }
+    return dataclasses.replace(config, **changes) if changes else config
+
+
 def resume_differences(saved: dict, current) -> list[str]:
     """The fields that define the run (all but may_differ ones) in which `current` differs from a saved
-    record; a field the record lacks counts as its default."""
+    record; a field the record lacks counts as its legacy value, or else its default."""
     now = asdict(current)
     return [
         f.name
         for f in fields(current)
-        if not f.metadata.get("may_differ") and saved.get(f.name, default_of(f)) != now[f.name]
+        if not f.metadata.get("may_differ") and recorded_value(f, saved) != now[f.name]
     ]
 
 
