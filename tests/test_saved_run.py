@@ -2,7 +2,8 @@
 
 tests/fixtures/run_2026_12_01: pretraining, a bert model of hidden 16, 2 layers, NSP, AdamW, 4 steps of
 batch 4 x length 32 on the fixture books, seed 5: its tokenizer, run_args.json, the step-2 checkpoint and
-the step-4 weights. tests/fixtures/finetune_2026_12_01: SST-2 fine-tuning of that step-2 model, stopped
+the step-4 weights; tests/fixtures/corpus_2026_12_01: the processed corpus it trained on.
+tests/fixtures/finetune_2026_12_01: SST-2 fine-tuning of that step-2 model, stopped
 after epoch 1 of 2: run_args.json, split.json, metrics.jsonl, the epoch-1 checkpoint and the weights
 the uninterrupted run had after epoch 2. Also: a config.json without a key that a later model knob adds
 loads with the knob's default."""
@@ -23,6 +24,7 @@ from utils.paths import REPO_ROOT
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "run_2026_12_01"
 MLM_ONLY = REPO_ROOT / "tests" / "fixtures" / "run_mlm_2026_12_01"  # the same without an NSP head
 TOKENIZER = FIXTURE / "tokenizer.json"
+CORPUS = REPO_ROOT / "tests" / "fixtures" / "corpus_2026_12_01"  # processed on 2026-12-01 (format 1)
 FLAGS = {
     "seq_length": 32, "batch_size": 4, "max_steps": 4,
     "learning_rate": 2e-3, "warmup_steps": 1, "log_freq": 1, "save_every": 2, "checkpoint_steps": 2,
@@ -31,16 +33,12 @@ FLAGS = {
 
 
 @pytest.fixture(scope="module")
-def corpus(fixture_books, tmp_path_factory):
-    """The fixture books preprocessed with the saved run's own tokenizer (tokenizer training may differ
-    between sessions; preprocessing with a given tokenizer does not)."""
-    from data.preprocess import main as preprocess
-
+def corpus(tmp_path_factory):
+    """The corpus those runs trained on, as that day's data/preprocess.py wrote it (the fixture books, the
+    saved run's tokenizer, --validation_fraction 0.05 --seed 0): today's reader must read it, and the
+    preprocessing of today splits documents differently. Copied: a run may cache its layout beside it."""
     out = tmp_path_factory.mktemp("saved_run_corpus") / "processed"
-    args = ["--input_path", *map(str, fixture_books), "--vocab_path", str(TOKENIZER)]
-    preprocess(
-        [*args, "--output_dir", str(out), "--validation_fraction", "0.05", "--seed", "0", "--workers", "1"]
-    )
+    shutil.copytree(CORPUS, out)
     return out
 
 
