@@ -47,6 +47,8 @@ RUN_DEFINING = (
     "nsp",
     "static_masking",
     "max_predictions",
+    "instance_layout",
+    "dupe_factor",
 )
 
 
@@ -139,6 +141,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="what is masked: single subwords, whole words, spans",
     )
     a("--max_predictions", type=int, default=None, help="masked slots per sequence (default: from the data)")
+    a(
+        "--instance_layout",
+        default=None,
+        choices=("bert", "fixed_chunks"),
+        help="bert: google-research/bert create_pretraining_data's pairs and masks (default with NSP) | "
+        "fixed_chunks: ours, chunks fixed per seed (default without NSP: ELC-BERT / packed)",
+    )
+    a(
+        "--dupe_factor",
+        type=int,
+        default=None,
+        help="bert layout: copies of the corpus, each its own pairs and masks (default: 10, the reference's)",
+    )
     nsp = p._action_groups[-1].add_mutually_exclusive_group()
     nsp.add_argument(
         "--nsp",

@@ -108,4 +108,6 @@ def build_pretraining_data(args, seq_length: int, split: str):
         max_predictions=args.max_predictions,
         split=split,
         vocab_path=args.vocab_path,
+        layout=getattr(args, "instance_layout", None),
+        dupe_factor=1 if split == "validation" else getattr(args, "dupe_factor", None),
     )
