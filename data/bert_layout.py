@@ -17,8 +17,8 @@ Per dupe copy c (N copies, each its own targets, chunks, pairs, truncation and m
   max_predictions; every token but [CLS]/[SEP] is a candidate (whole words: a "##" piece joins the word
   before it, even across [SEP]); 80% [MASK], 10% kept, 10% a random id of the WHOLE vocabulary.
 The reference walks each document in a Python loop; we walk all documents at once, one chunk per
-document per round (rounds = the most chunks of any one document), each round with its own Philox
-stream keyed by (data seed, copy, round). The layout is cached on disk (see `cached_layout`).
+document per round (rounds = the most chunks of any one document), all draws from one Philox stream
+keyed by (data seed, copy). The layout is cached on disk (see `cached_layout`).
 """
 
 import fcntl
@@ -32,7 +32,7 @@ import numpy as np
 from utils.files import save_npy_atomic, write_json_atomic
 
 LAYOUT_VERSION = 1  # bump when the layout's rules or random streams change: old caches are then unused
-BERT_LAYOUT_STREAM, BERT_ROUND_STREAM = 0xB1A7, 0xB120
+BERT_LAYOUT_STREAM = 0xB1A7
 RANDOM_DOCUMENT_TRIES = 10  # the reference's "for _ in range(10)"
 
 
@@ -65,6 +65,24 @@ def bert_mask_count(length: np.ndarray, mask_p: float, max_predictions: int) -> 
     return np.minimum(max_predictions, np.maximum(1, np.rint(np.asarray(length) * mask_p))).astype(np.int64)
 
 
+def first_reaching(offsets, start, want, stop, window: int = 8) -> np.ndarray:
+    """[m] the smallest e in (start, stop] with offsets[e] - offsets[start] >= want, else stop: the end of
+    sentences taken from `start` on until they hold `want` tokens. Chunks span few sentences, so a
+    window of the next sentences is read at once (one [m, window] gather, local in memory; a binary
+    search over a large corpus misses the cache at every level), then the rare longer ones step on."""
+    last = len(offsets) - 1
+    cols = np.minimum(start[:, None] + np.arange(1, window + 1), last)  # [m, window]
+    reached = (offsets[cols] - offsets[start][:, None] >= want[:, None]) | (cols >= stop[:, None])
+    found = reached.any(1)
+    e = np.where(found, start + 1 + reached.argmax(1), start + window)
+    todo = np.flatnonzero(~found)
+    base = offsets[start]
+    while len(todo):
+        e[todo] += 1
+        todo = todo[(offsets[e[todo]] - base[todo] < want[todo]) & (e[todo] < stop[todo])]
+    return np.minimum(e, stop)
+
+
 def layout_copy(offsets, doc_bounds, max_tokens: int, short_p: float, data_seed: int, copy: int) -> dict:
     """One dupe copy. offsets [n_sent + 1] token offsets of the sentences, doc_bounds [n_doc + 1] sentence
     offsets of the documents -> {"sentences" [n, 4] (A first, A end, B first, B end; ends exclusive),
@@ -78,12 +96,12 @@ def layout_copy(offsets, doc_bounds, max_tokens: int, short_p: float, data_seed:
     short = rng.random(n_live) < short_p
     target = np.where(short, rng.integers(2, max_tokens + 1, n_live), max_tokens)  # one per document
     walker, cursor = np.arange(n_live), first.copy()  # the documents still walked, their next sentence
-    parts, rnd = [], 0
+    parts = []
     while len(walker):
-        g = _rng(BERT_ROUND_STREAM, data_seed, copy, rnd)
+        g = rng  # one stream per copy, drawn round after round (a new stream per round costs ~1 ms)
         m, t, s, doc_end = len(walker), target[walker], cursor, end[walker]
         # the chunk: sentences s.. until they hold t tokens, or the document's end
-        e = np.clip(np.searchsorted(offsets, offsets[s] + t, side="left"), s + 1, doc_end)
+        e = first_reaching(offsets, s, t, doc_end)
         n = e - s
         a_end = s + 1 + np.floor(g.random(m) * (n - 1)).astype(np.int64)  # a in [1, n-1]; 1 when n == 1
         is_random = (n == 1) | (g.random(m) < 0.5)
@@ -100,12 +118,11 @@ def layout_copy(offsets, doc_bounds, max_tokens: int, short_p: float, data_seed:
                 clash = clash[r_doc[clash] == walker[r[clash]]]
             r_first = first[r_doc] + np.floor(g.random(len(r)) * (end[r_doc] - first[r_doc])).astype(np.int64)
             want = t[r] - (offsets[a_end[r]] - offsets[s[r]])  # target_b_length (may be <= 0: one sentence)
-            found = np.searchsorted(offsets, offsets[r_first] + want, side="left")
-            b_first[r], b_end[r] = r_first, np.clip(found, r_first + 1, end[r_doc])
+            b_first[r], b_end[r] = r_first, first_reaching(offsets, r_first, want, end[r_doc])
         parts.append((np.stack([s, a_end, b_first, b_end], 1), is_random, t))
         nxt = np.where(is_random, a_end, e)  # random B: the chunk's unused sentences are put back
         keep = nxt < doc_end
-        walker, cursor, rnd = walker[keep], nxt[keep], rnd + 1
+        walker, cursor = walker[keep], nxt[keep]
     dtype = np.int32 if len(offsets) < 2**31 else np.int64
     if not parts:
         return {
@@ -116,7 +133,7 @@ def layout_copy(offsets, doc_bounds, max_tokens: int, short_p: float, data_seed:
     return {
         "sentences": np.concatenate([p[0] for p in parts]).astype(dtype),
         "is_random_next": np.concatenate([p[1] for p in parts]),
-        "target": np.concatenate([p[2] for p in parts]).astype(np.int32),
+        "target": np.concatenate([p[2] for p in parts]).astype(np.int16 if max_tokens < 2**15 else np.int32),
     }
 
 
