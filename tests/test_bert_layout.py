@@ -2,12 +2,14 @@
 hand-made documents or against an independent plain-Python walk written here from the rules."""
 
 import random
+import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 
-from data.bert_layout import bert_mask_count, bert_max_predictions, layout_copy
+from data.bert_layout import bert_mask_count, bert_max_predictions, cached_layout, layout_copy
 from data.masking import SubwordMasking, WholeWordMasking
 from data.pretraining import PretrainingData
 
@@ -224,3 +226,25 @@ def test_layout_cache_is_keyed_and_equal(processed_corpus, tmp_path):
     assert all(torch.equal(v, loaded.batch(2, 16)[k]) for k, v in fresh.batch(2, 16).items())
     PretrainingData(processed_corpus, 64, True, SubwordMasking(), True, 4, dupe_factor=2, cache_dir=tmp_path)
     assert len(list(tmp_path.iterdir())) == 2  # another seed, another layout
+
+
+def test_ranks_starting_together_build_the_layout_once(tmp_path):
+    builds = []
+
+    def build():
+        builds.append(1)
+        time.sleep(0.3)  # the others arrive while the first builds
+        return {"order": np.arange(5), "target": np.full(5, 7)}
+
+    results = [None] * 4
+
+    def rank(r):
+        results[r] = cached_layout(tmp_path, {"corpus": "x"}, build)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1 and all(np.array_equal(r["order"], np.arange(5)) for r in results)
+    assert cached_layout(None, {}, build)["target"][0] == 7 and len(builds) == 2  # no cache: builds
