@@ -97,41 +97,38 @@ def layout_copy(offsets, doc_bounds, max_tokens: int, short_p: float, data_seed:
     target = np.where(short, rng.integers(2, max_tokens + 1, n_live), max_tokens)  # one per document
     walker, cursor = np.arange(n_live), first.copy()  # the documents still walked, their next sentence
     parts = []
-    while len(walker):
-        g = rng  # one stream per copy, drawn round after round (a new stream per round costs ~1 ms)
+    while len(walker):  # one round: the next chunk of every document not yet walked to its end
         m, t, s, doc_end = len(walker), target[walker], cursor, end[walker]
         # the chunk: sentences s.. until they hold t tokens, or the document's end
         e = first_reaching(offsets, s, t, doc_end)
         n = e - s
-        a_end = s + 1 + np.floor(g.random(m) * (n - 1)).astype(np.int64)  # a in [1, n-1]; 1 when n == 1
-        is_random = (n == 1) | (g.random(m) < 0.5)
+        a_end = s + 1 + np.floor(rng.random(m) * (n - 1)).astype(np.int64)  # a in [1, n-1]; 1 when n == 1
+        is_random = (n == 1) | (rng.random(m) < 0.5)
         b_first, b_end = a_end.copy(), e.copy()
         r = np.flatnonzero(is_random)
         if len(r):
             # a random document: up to 10 draws until it differs from this one (else the last draw)
-            r_doc = np.floor(g.random(len(r)) * n_live).astype(np.int64)
+            r_doc = np.floor(rng.random(len(r)) * n_live).astype(np.int64)
             clash = np.flatnonzero(r_doc == walker[r])
             for _ in range(RANDOM_DOCUMENT_TRIES - 1):
                 if not len(clash):
                     break
-                r_doc[clash] = np.floor(g.random(len(clash)) * n_live).astype(np.int64)
+                r_doc[clash] = np.floor(rng.random(len(clash)) * n_live).astype(np.int64)
                 clash = clash[r_doc[clash] == walker[r[clash]]]
-            r_first = first[r_doc] + np.floor(g.random(len(r)) * (end[r_doc] - first[r_doc])).astype(np.int64)
+            r_first = first[r_doc] + np.floor(rng.random(len(r)) * (end[r_doc] - first[r_doc])).astype(
+                np.int64
+            )
             want = t[r] - (offsets[a_end[r]] - offsets[s[r]])  # target_b_length (may be <= 0: one sentence)
             b_first[r], b_end[r] = r_first, first_reaching(offsets, r_first, want, end[r_doc])
         parts.append((np.stack([s, a_end, b_first, b_end], 1), is_random, t))
         nxt = np.where(is_random, a_end, e)  # random B: the chunk's unused sentences are put back
         keep = nxt < doc_end
         walker, cursor = walker[keep], nxt[keep]
-    dtype = np.int32 if len(offsets) < 2**31 else np.int64
-    if not parts:
-        return {
-            "sentences": np.zeros((0, 4), dtype),
-            "is_random_next": np.zeros(0, bool),
-            "target": np.zeros(0),
-        }
+    parts = parts or [(np.zeros((0, 4), np.int64), np.zeros(0, bool), np.zeros(0, np.int64))]
     return {
-        "sentences": np.concatenate([p[0] for p in parts]).astype(dtype),
+        "sentences": np.concatenate([p[0] for p in parts]).astype(
+            np.int32 if len(offsets) < 2**31 else np.int64
+        ),
         "is_random_next": np.concatenate([p[1] for p in parts]),
         "target": np.concatenate([p[2] for p in parts]).astype(np.int16 if max_tokens < 2**15 else np.int32),
     }
