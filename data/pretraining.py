@@ -89,7 +89,7 @@ class PretrainingData:
             raise UserError(f"--instance_layout {layout!r} must be one of {', '.join(LAYOUTS)}")
         if layout == "bert" and not nsp:
             raise UserError("--instance_layout bert makes sentence pairs: it needs NSP (use fixed_chunks)")
-        dupe_factor = dupe_factor or (10 if layout == "bert" else 1)
+        dupe_factor = (10 if layout == "bert" else 1) if dupe_factor is None else dupe_factor
         if dupe_factor < 1 or (layout == "fixed_chunks" and dupe_factor != 1):
             raise UserError(f"--dupe_factor {dupe_factor}: must be >= 1 with bert, 1 with fixed_chunks")
         self.corpus = ProcessedCorpus(corpus_dir, split)

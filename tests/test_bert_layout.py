@@ -248,3 +248,17 @@ def test_ranks_starting_together_build_the_layout_once(tmp_path):
         t.join()
     assert len(builds) == 1 and all(np.array_equal(r["order"], np.arange(5)) for r in results)
     assert cached_layout(None, {}, build)["target"][0] == 7 and len(builds) == 2  # no cache: builds
+
+
+def test_bad_layout_options_are_one_line_errors(processed_corpus):
+    from utils.errors import UserError
+
+    for kwargs, match in [
+        (dict(nsp=False, layout="bert"), "needs NSP"),
+        (dict(nsp=True, layout="bert", dupe_factor=0), "dupe_factor 0"),
+        (dict(nsp=False, layout="fixed_chunks", dupe_factor=3), "dupe_factor 3"),
+        (dict(nsp=True, layout="roberta"), "instance_layout"),
+    ]:
+        nsp = kwargs.pop("nsp")
+        with pytest.raises(UserError, match=match):
+            PretrainingData(processed_corpus, 64, nsp, SubwordMasking(), True, 0, cache_dir=False, **kwargs)
