@@ -33,7 +33,8 @@ def _config(name: str, **changes) -> ModelConfig:
 
 @pytest.fixture(scope="module")
 def data(processed_corpus):
-    return PretrainingData(processed_corpus, 64, True, build_masking("subword"), False, 5, layout="fixed_chunks")
+    masking = build_masking("subword")
+    return PretrainingData(processed_corpus, 64, True, masking, False, 5, layout="fixed_chunks")
 
 
 def _padded_batch(data) -> dict:
