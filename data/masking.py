@@ -2,10 +2,12 @@
 
 A strategy masks a batch of sequences [b,S] from a block of uniforms per sequence, u [b,K] (drawn from
 that instance's own random stream, so a mask is a pure function of (data seed, epoch, instance)).
-Predictions per sequence: mask_p times its maskable (non-special) tokens, rounded stochastically
-(unbiased), capped at max_predictions. A chosen position becomes [MASK] with probability
-1 - random_p - keep_p, a random non-special token with probability random_p, and stays itself
-otherwise; special tokens are never chosen nor drawn as replacements.
+Predictions per sequence: the caller's count (BERT's, data.bert_layout.bert_mask_count), or by default
+ours: mask_p times its maskable (non-special) tokens, rounded stochastically (unbiased); capped at
+max_predictions. A chosen position becomes [MASK] with probability 1 - random_p - keep_p, a random id
+of vocab.replacement_ids with probability random_p, and stays itself otherwise; vocab.special tokens
+are never chosen. (The fixed_chunks layout: specials never chosen nor drawn; the bert layout, as
+google-research/bert: all but [CLS]/[SEP]/[PAD] chosen, the whole vocabulary drawn.)
 """
 
 from dataclasses import dataclass
@@ -54,13 +56,20 @@ class MaskingStrategy:
         """maskable, word_start [b,S] bool, n_target [b], keys [b,S] -> (selected [b,S] bool, unit [b,S])."""
         raise NotImplementedError
 
-    def __call__(self, tokens: np.ndarray, vocab: VocabInfo, u: np.ndarray, max_predictions: int):
-        """tokens [b,S], u [b,K] -> inputs [b,S], positions [b,P] (pad 0), labels [b,P] (pad -100)."""
+    def as_in_bert(self) -> "MaskingStrategy":
+        """This strategy with google-research/bert's conventions where they differ (whole words)."""
+        return self
+
+    def __call__(self, tokens, vocab: VocabInfo, u, max_predictions: int, n_target=None):
+        """tokens [b,S], u [b,K], n_target [b] or None -> inputs [b,S], positions [b,P] (pad 0), labels
+        [b,P] (pad -100)."""
         b, S = tokens.shape
         P, U = max_predictions, self.n_units(S)
         keys, decide, replace = u[:, 1 : 1 + S], u[:, 1 + S : 1 + S + U], u[:, 1 + S + U : 1 + 2 * S + U]
         maskable = ~vocab.special[tokens]
-        n_target = np.minimum(np.floor(maskable.sum(1) * self.mask_p + u[:, 0]).astype(np.int64), P)
+        if n_target is None:
+            n_target = np.floor(maskable.sum(1) * self.mask_p + u[:, 0]).astype(np.int64)
+        n_target = np.minimum(n_target, P)
         selected, unit = self.select(
             maskable, vocab.word_start[tokens], n_target, keys, u[:, 1 + 2 * S + U :]
         )
@@ -93,15 +102,28 @@ class SubwordMasking(MaskingStrategy):
 
 class WholeWordMasking(MaskingStrategy):
     """BERT's whole-word masking: words (a word-start token and its continuation pieces) in random
-    order, each taken whole if it still fits in n_target (else skipped); 80/10/10 per token as BERT."""
+    order, each taken whole if it still fits in n_target (else skipped); 80/10/10 per token as BERT.
+    A "##" piece right after a special token starts a word of its own, unless pieces_cross_specials
+    (google-research/bert: it joins the last word before, so a B that starts mid-word after front
+    truncation is one word with A's last word)."""
 
     name = "whole_word"
 
+    def __init__(self, mask_p=0.15, random_p=0.1, keep_p=0.1, pieces_cross_specials: bool = False):
+        super().__init__(mask_p, random_p, keep_p)
+        self.pieces_cross_specials = pieces_cross_specials
+
+    def as_in_bert(self):
+        return type(self)(self.mask_p, self.random_p, self.keep_p, pieces_cross_specials=True)
+
     def select(self, maskable, word_start, n_target, keys, extra):
         b, S = maskable.shape
-        # a word starts at a word-start token, or at a maskable token right after a special one, and
-        # ends before the next word start or special token
-        prev = np.concatenate([np.zeros((b, 1), dtype=bool), maskable[:, :-1]], axis=1)
+        # a word starts at a word-start token, or at a maskable token right after a special one (BERT:
+        # only at the first maskable token), and ends before the next word start (or special token)
+        if self.pieces_cross_specials:
+            prev = np.cumsum(maskable, axis=1) > 1  # some maskable token before this one
+        else:
+            prev = np.concatenate([np.zeros((b, 1), dtype=bool), maskable[:, :-1]], axis=1)
         is_start = maskable & (word_start | ~prev)
         # each maskable token's word: the last word start at or before it, as a flat index into [b*S]
         row_offset = S * np.arange(b)[:, None]
@@ -227,7 +249,8 @@ class SpanMasking(MaskingStrategy):
         labels = np.pad(labels[:, :max_predictions], ((0, 0), (0, pad)), constant_values=-100)
         return inputs, positions, labels, dropped
 
-    def __call__(self, tokens, vocab, u, max_predictions: int):
+    def __call__(self, tokens, vocab, u, max_predictions: int, n_target=None):
+        # n_target is not used: the count is elc-bert's binomial draw (see select)
         return self.mask_counting_dropped(tokens, vocab, u, max_predictions)[:3]
 
 

@@ -1,18 +1,28 @@
 """Pretraining instances and batches from a processed corpus, reproducible from (data seed, step).
 
-Layout (fixed per data seed, so every epoch has the same number of instances): each document is cut
-into chunks of whole sentences, BERT-style: sentences are added until the chunk holds its target
-length, which is the maximum (seq_length - 3 with NSP, seq_length - 2 without) or, with probability
-short_p, uniform in [2, maximum]. With NSP a chunk has at least two sentences where the document has
-them (a lone last sentence joins the chunk before it).
+Two instance layouts (`layout`, the --instance_layout flag):
 
-Instance i in epoch e is a pure function of the Generator seeded with (data_seed, e, i) (e = 0 for
-static masking, as MultiBERTs/EarlyBERTs, so an instance is the same every epoch):
+"bert" (the default with NSP): google-research/bert's create_pretraining_data.py (commit eedf571), rule
+for rule, as BERT, MultiBERTs and EarlyBERTs were trained: see data/bert_layout.py (targets per document,
+put-back of unused sentences under a random B, one-sentence chunks, truncation with a coin per removed
+token, its mask count, whole-vocabulary replacements) with dupe_factor copies, each its own layout,
+pairing and masks, visited in one fixed permutation that is the same every pass (the reference's file).
+
+"fixed_chunks" (the default without NSP; ours): each document is cut into chunks of whole sentences once
+per data seed: sentences are added until the chunk holds its target length, which is the maximum
+(seq_length - 3 with NSP, seq_length - 2 without) or, with probability short_p (drawn per chunk), uniform
+in [2, maximum]. With NSP a chunk has at least two sentences where the document has them (a lone last
+sentence joins the chunk before it). Instance i in epoch e is a pure function of the Generator seeded
+with (data_seed, e, i) (e = 0 for static masking, so an instance is the same every epoch):
   NSP    [CLS] A [SEP] B [SEP]: A = the chunk's first 1..n-1 sentences; B = the rest (label 0, IsNext)
-         or, half of the time, sentences from a random other document filling the target (label 1);
-         the pair is cut to seq_length - 3 like BERT's truncate_seq_pair.
-  no-NSP [CLS] chunk [SEP], cut to its target (ELC-BERT / RoBERTa full-sentences).
-Order: epoch e visits the instances in a permutation seeded with (data_seed, e). Global batch k is
+         or, half of the time, sentences from a random other document filling the target (label 1,
+         the chunk's other sentences unused); the pair is cut to seq_length - 3 (truncate_seq_pair's
+         lengths, the cut split uniformly between front and back).
+  no-NSP [CLS] chunk [SEP], cut to its target (ELC-BERT / RoBERTa full-sentences; the sentence cut off
+         at the end of a full chunk starts the next, as ELC-BERT).
+  Masks: ours (data/masking.py: stochastic rounding of mask_p x the non-special tokens).
+Order: epoch e visits the instances in a permutation seeded with (data_seed, e) (bert: one permutation
+for every pass; static masking keys the instance streams by e = 0). Global batch k is
 instances [k*G, (k+1)*G) of that order; rank r takes slice r of W, and accumulation micro-step m
 slice m of A of the rank's share, so (W ranks, accumulation A) see the same tokens at every step for
 any W*A, and one process with accumulation 2 sees what two ranks see, concatenated.
@@ -24,6 +34,15 @@ import threading
 import numpy as np
 import torch
 
+from data.bert_layout import (
+    bert_layout,
+    bert_mask_count,
+    bert_max_predictions,
+    bert_pairs,
+    cached_layout,
+    corpus_fingerprint,
+    truncate_pair,
+)
 from data.corpus import ProcessedCorpus, check_tokenizer_matches
 from data.masking import MaskingStrategy, SpanMasking, VocabInfo
 from data.tokenization import all_special_ids, word_start_table
@@ -33,20 +52,8 @@ from utils.errors import UserError
 LAYOUT_STREAM, ORDER_STREAM, INSTANCE_STREAM = 0x1A70, 0x0DE5, 0x1E57
 PAIR_UNIFORMS = 6  # A/B split, IsNext coin, random document, its first sentence, front cuts of A and B
 PREDICTION_SLACK = 2  # extra [b,P] slots beyond ceil(seq_length * mask_p): shapes stay fixed
-
-
-def truncate_pair(len_a, len_b, max_tokens: int):
-    """Lengths after BERT's truncate_seq_pair, which drops one token at a time from the longer side (B
-    on ties) until the pair fits; vectorised over arrays of lengths."""
-    len_a, len_b = np.asarray(len_a), np.asarray(len_b)
-    excess = len_a + len_b - max_tokens
-    diff = np.abs(len_a - len_b)
-    rest = excess - diff  # once equal, B and A take turns, B first
-    shorter = np.minimum(len_a, len_b)
-    even_a, even_b = shorter - rest // 2, shorter - (rest + 1) // 2
-    new_a = np.where(excess <= 0, len_a, np.where(diff >= excess, len_a - excess * (len_a > len_b), even_a))
-    new_b = np.where(excess <= 0, len_b, np.where(diff >= excess, len_b - excess * (len_a <= len_b), even_b))
-    return new_a, new_b
+LAYOUTS = ("bert", "fixed_chunks")
+__all__ = ["LAYOUTS", "PretrainingData", "truncate_pair"]
 
 
 class PretrainingData:
@@ -62,7 +69,13 @@ class PretrainingData:
         max_predictions: int | None = None,
         split: str = "train",
         vocab_path=None,
+        layout: str | None = None,
+        dupe_factor: int | None = None,
+        cache_dir=None,
     ):
+        """layout None: "bert" with NSP, "fixed_chunks" without; dupe_factor None: 10 (the reference's
+        default) for bert, 1 for fixed_chunks (which has no copies); cache_dir: where the bert layout is
+        cached (None: <corpus_dir>/layout_cache, False: not cached)."""
         if vocab_path is not None:
             check_tokenizer_matches(corpus_dir, vocab_path)
         if data_seed < 0:
@@ -71,11 +84,26 @@ class PretrainingData:
             raise UserError(f"--short_p {short_p} must be in [0, 1]")
         if seq_length < 8:
             raise UserError(f"--seq_length {seq_length} is too short (at least 8)")
+        layout = layout or ("bert" if nsp else "fixed_chunks")
+        if layout not in LAYOUTS:
+            raise UserError(f"--instance_layout {layout!r} must be one of {', '.join(LAYOUTS)}")
+        if layout == "bert" and not nsp:
+            raise UserError("--instance_layout bert makes sentence pairs: it needs NSP (use fixed_chunks)")
+        dupe_factor = (10 if layout == "bert" else 1) if dupe_factor is None else dupe_factor
+        if dupe_factor < 1 or (layout == "fixed_chunks" and dupe_factor != 1):
+            raise UserError(f"--dupe_factor {dupe_factor}: must be >= 1 with bert, 1 with fixed_chunks")
         self.corpus = ProcessedCorpus(corpus_dir, split)
-        self.seq_length, self.nsp, self.masking = seq_length, nsp, masking
+        self.layout, self.dupe_factor = layout, dupe_factor
+        self.seq_length, self.nsp = seq_length, nsp
+        self.masking = masking.as_in_bert() if layout == "bert" else masking
         self.static_masking, self.data_seed, self.short_p = static_masking, data_seed, short_p
         self.max_tokens = seq_length - (3 if nsp else 2)
-        self.max_predictions = max_predictions or math.ceil(seq_length * masking.mask_p) + PREDICTION_SLACK
+        default_p = (
+            bert_max_predictions(seq_length, masking.mask_p)
+            if layout == "bert"
+            else math.ceil(seq_length * masking.mask_p) + PREDICTION_SLACK
+        )
+        self.max_predictions = max_predictions or default_p
         if isinstance(masking, SpanMasking) and not max_predictions:
             self.max_predictions = seq_length  # its binomial counts are unbounded: slots for every case
         if nsp and self.corpus.n_documents < 2:
@@ -88,11 +116,34 @@ class PretrainingData:
         self.ids = self.corpus.special_ids
         self.vocab = VocabInfo(self.ids.mask, special, word_start_table(tokenizer), np.flatnonzero(~special))
         self.offsets = self.corpus.sentence_offsets  # [n_sent + 1] token offset of each sentence
-        self.chunks, self.targets = self._layout()
-        if len(self.chunks) == 0:
+        if layout == "bert":
+            # BERT's candidates: every token but [CLS]/[SEP] (and our padding); replacements: any id
+            reference_special = np.zeros_like(special)
+            reference_special[[self.ids.cls, self.ids.sep, self.ids.pad]] = True
+            self.vocab = VocabInfo(
+                self.ids.mask, reference_special, self.vocab.word_start, np.arange(self.corpus.vocab_size)
+            )
+            self.bert = self._bert_layout(cache_dir)
+            n_instances = len(self.bert["target"])
+        else:
+            self.chunks, self.targets = self._layout()
+            n_instances = len(self.chunks)
+        if n_instances == 0:
             raise UserError(f"{corpus_dir} ({split}) has no text to make instances from")
         self._order_cache = (None, None)
         self._local = threading.local()  # one reusable Philox per thread (the loader builds in its own)
+
+    def _bert_layout(self, cache_dir) -> dict:
+        args = (self.offsets, self.corpus.document_offsets, self.max_tokens, self.short_p, self.data_seed)
+        options = dict(
+            corpus=corpus_fingerprint(self.corpus),
+            max_tokens=self.max_tokens,
+            short_p=self.short_p,
+            data_seed=self.data_seed,
+            dupe_factor=self.dupe_factor,
+        )
+        folder = self.corpus.dir / "layout_cache" if cache_dir is None else cache_dir or None
+        return cached_layout(folder, options, lambda: bert_layout(*args, self.dupe_factor))
 
     def _layout(self) -> tuple[np.ndarray, np.ndarray]:
         """-> chunks [n, 3] (document, first sentence, end sentence), targets [n] token counts."""
@@ -144,7 +195,7 @@ class PretrainingData:
         return local.generator
 
     def __len__(self) -> int:
-        return len(self.chunks)
+        return len(self.bert["target"]) if self.layout == "bert" else len(self.chunks)
 
     def steps_per_epoch(self, global_batch_size: int) -> int:
         steps = len(self) // global_batch_size
@@ -157,6 +208,8 @@ class PretrainingData:
 
     def order(self, epoch: int) -> np.ndarray:
         """[n] the instance indices in the order epoch `epoch` visits them."""
+        if self.layout == "bert":
+            return self.bert["order"]  # the same every pass, as one file read again
         if self._order_cache[0] != epoch:
             self._order_cache = (epoch, self._rng(ORDER_STREAM, self.data_seed, epoch).permutation(len(self)))
         return self._order_cache[1]
@@ -164,13 +217,31 @@ class PretrainingData:
     def build(self, indices: np.ndarray, epoch: int) -> dict:
         """Unmasked instances [b,S] (vectorised over the batch) with where their tokens came from."""
         b, S, off, ids = len(indices), self.seq_length, self.offsets, self.ids
-        n_pair = PAIR_UNIFORMS if self.nsp else 0
+        stream_epoch = 0 if self.static_masking else epoch
+        bert = self.layout == "bert"
+        n_pair = PAIR_UNIFORMS if self.nsp and not bert else 0
         u = np.empty((b, n_pair + self.masking.n_uniforms(S)))
+        if bert:
+            pair = bert_pairs(self.bert, indices, off, self.max_tokens)
+            cuts, front = np.stack([pair["cut_a"], pair["cut_b"]], 1), np.empty((b, 2), dtype=np.int64)
         for row, index in enumerate(indices):  # each instance's own stream: the only per-row Python
-            u[row] = self.instance_rng(int(index), 0 if self.static_masking else epoch).random(u.shape[1])
-        doc, s, e = self.chunks[indices].T
-        target = self.targets[indices]
-        if self.nsp:
+            g = self.instance_rng(int(index), stream_epoch)
+            u[row] = g.random(u.shape[1])
+            if bert:  # tokens cut from the front: a coin per removed token
+                front[row] = g.binomial(cuts[row], 0.5)
+        if bert:
+            s, a_end = pair["a_sentences"].T
+            b_s, b_e = pair["b_sentences"].T
+            doc = np.searchsorted(self.corpus.document_offsets, s, side="right") - 1
+            b_doc = np.searchsorted(self.corpus.document_offsets, b_s, side="right") - 1
+            is_random, target, len_a, len_b = (
+                pair[k] for k in ("is_random_next", "target", "a_length", "b_length")
+            )
+            a_start, b_start = pair["a_start"] + front[:, 0], pair["b_start"] + front[:, 1]
+        else:
+            doc, s, e = self.chunks[indices].T
+            target = self.targets[indices]
+        if self.nsp and not bert:
             n = e - s
             a_end = np.where(n > 1, s + 1 + np.floor(u[:, 0] * (n - 1)).astype(np.int64), e)
             is_random = (n == 1) | (u[:, 1] < 0.5)
@@ -184,10 +255,10 @@ class PretrainingData:
             b_doc, b_s, b_e = (np.where(is_random, x, y) for x, y in ((r_doc, doc), (r_s, a_end), (r_e, e)))
             full_a, full_b = off[a_end] - off[s], off[b_e] - off[b_s]
             len_a, len_b = truncate_pair(full_a, full_b, self.max_tokens)
-            # dropped tokens are split between front and back at random (BERT: a coin per token)
+            # the dropped tokens are split between front and back uniformly (the bert layout: a coin each)
             a_start = off[s] + np.floor(u[:, 4] * (full_a - len_a + 1)).astype(np.int64)
             b_start = off[b_s] + np.floor(u[:, 5] * (full_b - len_b + 1)).astype(np.int64)
-        else:
+        elif not bert:
             a_end, len_a, a_start = e, np.minimum(off[e] - off[s], target), off[s]
             len_b = b_start = np.zeros(b, dtype=np.int64)
         j = np.arange(S)[None, :]
@@ -210,6 +281,7 @@ class PretrainingData:
             "a_length": len_a,
             "target": target,
             "mask_uniforms": u[:, n_pair:],
+            **({"copy": pair["copy"]} if bert else {}),
         }
         if self.nsp:
             out.update(
@@ -249,7 +321,10 @@ class PretrainingData:
         if isinstance(self.masking, SpanMasking):  # the only strategy whose count can exceed the slots
             input_ids, positions, labels, dropped = self.masking.mask_counting_dropped(*mask_args)
         else:
-            input_ids, positions, labels = self.masking(*mask_args)
+            n_target = None  # ours: data.masking's count
+            if self.layout == "bert":
+                n_target = bert_mask_count(inst["length"], self.masking.mask_p, self.max_predictions)
+            input_ids, positions, labels = self.masking(*mask_args, n_target)
         out = {
             "input_ids": input_ids,
             "token_type_ids": inst["token_types"],

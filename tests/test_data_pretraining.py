@@ -78,7 +78,13 @@ def test_span_lengths_follow_elc_bert_distribution():
 
 def test_nsp_pairs(processed_corpus):
     data = PretrainingData(
-        processed_corpus, 128, nsp=True, masking=SubwordMasking(), static_masking=False, data_seed=5
+        processed_corpus,
+        128,
+        nsp=True,
+        masking=SubwordMasking(),
+        static_masking=False,
+        data_seed=5,
+        layout="fixed_chunks",
     )
     corpus, off = data.corpus, data.offsets
     infos = [data.build(data.order(epoch), epoch) for epoch in range(4)]
@@ -131,7 +137,7 @@ def test_short_p_and_no_nsp_packing(processed_corpus):
 
 def test_batches_are_a_pure_function_of_seed_and_step(processed_corpus):
     make = lambda seed, static=False: PretrainingData(  # noqa: E731
-        processed_corpus, 64, True, WholeWordMasking(), static, seed
+        processed_corpus, 64, True, WholeWordMasking(), static, seed, layout="fixed_chunks"
     )
     a, b, c = make(7), make(7), make(8)
     steps = a.steps_per_epoch(32)
@@ -176,7 +182,7 @@ def test_ranks_and_accumulation_slice_the_same_global_batch(processed_corpus):
 
 
 def test_loader_resumes_at_any_step(processed_corpus):
-    data = PretrainingData(processed_corpus, 64, True, SubwordMasking(), False, 2)
+    data = PretrainingData(processed_corpus, 64, True, SubwordMasking(), False, 2, dupe_factor=1)  # bert
     G, steps = 8, data.steps_per_epoch(8)
     with PretrainingLoader(
         data, G, rank=1, world_size=2, accumulation=2, start_step=0, max_steps=steps + 3

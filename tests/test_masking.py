@@ -94,7 +94,7 @@ class RecordingWholeWord(WholeWordMasking):
 @pytest.mark.parametrize("seq_length,batch_size,mask_p", [(128, 256, 0.15), (512, 64, 0.15), (128, 64, 0.5)])
 def test_whole_word_select_on_real_batches(processed_corpus, seq_length, batch_size, mask_p):
     masking = RecordingWholeWord(mask_p=mask_p)
-    data = PretrainingData(processed_corpus, seq_length, True, masking, False, 0)
+    data = PretrainingData(processed_corpus, seq_length, True, masking, False, 0, layout="fixed_chunks")
     for step in range(3):
         data.batch(step, batch_size)  # records the arguments of select
         assert np.array_equal(masking.select(*masking.args)[0], reference_select(*masking.args[:4]))

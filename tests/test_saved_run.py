@@ -29,6 +29,7 @@ FLAGS = {
     "seq_length": 32, "batch_size": 4, "max_steps": 4,
     "learning_rate": 2e-3, "warmup_steps": 1, "log_freq": 1, "save_every": 2, "checkpoint_steps": 2,
     "device": "cpu", "mixed_precision": "no", "seed": 5,
+    "instance_layout": "fixed_chunks",  # that day's layout (the default with NSP is now bert's)
 }  # fmt: skip
 
 

@@ -118,6 +118,21 @@ class PretrainConfig(OptimizerFlags, HardwareFlags, TensorboardFlags):
         no_help="MLM only",
     )
     static_masking: bool = flag(False, "the same mask for a sequence every epoch (BERT's original)", group=D)
+    instance_layout: str | None = flag(
+        None,
+        "bert: google-research/bert create_pretraining_data's pairs and masks (default with NSP) | "
+        "fixed_chunks: ours, chunks fixed per seed (default without NSP: ELC-BERT / packed); saved resolved",
+        group=D,
+        choices=("bert", "fixed_chunks"),
+        legacy="fixed_chunks",  # runs saved before the flag existed
+    )
+    dupe_factor: int | None = flag(
+        None,
+        "bert layout: copies of the corpus, each its own pairs and masks (default: 10, the reference's); "
+        "saved resolved",
+        group=D,
+        legacy=1,
+    )
 
     # seeds
     seed: int = flag(42, "seed of everything (init, data order, masks, dropout)", group=S)

@@ -50,4 +50,6 @@ def build_pretraining_data(config, seq_length: int, split: str):
         max_predictions=config.max_predictions,
         split=split,
         vocab_path=config.vocab_path,
+        layout=config.instance_layout,
+        dupe_factor=1 if split == "validation" else config.dupe_factor,
     )

@@ -115,10 +115,10 @@ def record(config) -> dict:
 
 
 def from_record(cls, saved: dict):
-    """The configuration of a saved run: a key it lacks (a flag added since) takes the field's default, a
-    key the class no longer has (a flag removed since, or the record's extras such as world_size) is
-    dropped."""
-    return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
+    """The configuration of a saved run: a key it lacks (a flag added since) takes the value such runs used
+    (the field's legacy value, else its default), a key the class no longer has (a flag removed since, or
+    the record's extras such as world_size) is dropped."""
+    return cls(**{f.name: recorded_value(f, saved) for f in fields(cls)})
 
 
 def recorded_value(f: dataclasses.Field, saved: dict):
