@@ -124,7 +124,14 @@ def pseudo_perplexity(model, units, special, max_len: int, batch_size: int, devi
         ids[k, 0], ids[k, 1 : n + 1], ids[k, n + 1] = special.cls, u[:n], special.sep
     words = torch.full(ids.shape, -1, dtype=torch.int64)  # word ids only matter for pll_word_l2r
     pll = pseudo_log_likelihoods(
-        model, torch.from_numpy(ids), torch.from_numpy(lengths), words, special.mask, "pll", batch_size, device
+        model,
+        torch.from_numpy(ids),
+        torch.from_numpy(lengths),
+        words,
+        special.mask,
+        "pll",
+        batch_size,
+        device,
     )
     tokens = int((lengths - 2).sum())
     return float(np.exp(-pll.sum() / tokens)), tokens
@@ -133,8 +140,17 @@ def pseudo_perplexity(model, units, special, max_len: int, batch_size: int, devi
 class HeldOutText:
     """The prepared text for one tokenizer and model length: sequences, fixed masks, PLL units."""
 
-    def __init__(self, input_path, tokenizer, max_len: int, seq_length=None, max_tokens=65536,
-                 mask_p=0.15, seed=0, pll_units=100):  # fmt: skip
+    def __init__(
+        self,
+        input_path,
+        tokenizer,
+        max_len: int,
+        seq_length=None,
+        max_tokens=65536,
+        mask_p=0.15,
+        seed=0,
+        pll_units=100,
+    ):
         from data.tokenization import special_ids
 
         if not 0 < mask_p < 1:
@@ -161,8 +177,12 @@ def add_text_flags(parser, prefix: str = "") -> None:
     """The flags that define the held-out text and its masking (prefixed `mlm_` inside the sweep)."""
     a = parser.add_argument
     a(f"--{prefix}input_path", required=not prefix, help="text file(s)/folder, or a processed corpus dir")
-    a(f"--{prefix}seq_length", type=int, default=None,
-      help="tokens per sequence, [CLS] and [SEP] included (default: 128 or the model's positions if fewer)")
+    a(
+        f"--{prefix}seq_length",
+        type=int,
+        default=None,
+        help="tokens per sequence, [CLS] and [SEP] included (default: 128 or the model's positions if fewer)",
+    )
     a(f"--{prefix}max_tokens", type=int, default=65536, help="first N tokens of the text")
     a(f"--{prefix}mask_p", type=float, default=0.15, help="share of each sequence's tokens masked")
     a(f"--{prefix}seed", type=int, default=0, help="seed of the masked positions")
@@ -188,13 +208,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
         key = (vocab, model.config.max_position_embeddings)
         if key not in prepared:
             prepared[key] = HeldOutText(
-                args.input_path, load_tokenizer(vocab), key[1], args.seq_length, args.max_tokens,
-                args.mask_p, args.seed, args.pll_units,
-            )  # fmt: skip
-        result = {"step": step, "checkpoint": str(ckpt), **prepared[key].evaluate(model, args.batch_size,
-                                                                                  device=device)}  # fmt: skip
+                args.input_path,
+                load_tokenizer(vocab),
+                key[1],
+                args.seq_length,
+                args.max_tokens,
+                args.mask_p,
+                args.seed,
+                args.pll_units,
+            )
+        result = {
+            "step": step,
+            "checkpoint": str(ckpt),
+            **prepared[key].evaluate(model, args.batch_size, device=device),
+        }
         results.append(result)
-        ppl = f", pseudo-perplexity {result['pseudo_perplexity']:.2f}" if "pseudo_perplexity" in result else ""
+        ppl = (
+            f", pseudo-perplexity {result['pseudo_perplexity']:.2f}" if "pseudo_perplexity" in result else ""
+        )
         print(f"{ckpt}: loss {result['loss']:.4f}, accuracy {100 * result['accuracy']:.2f}%{ppl}")
     output = Path(args.output_file or Path(args.checkpoint_path) / "mlm.json")
     write_json_atomic(output, {"args": vars(args), "results": results})

@@ -81,7 +81,9 @@ def discover(paths: list[str]) -> list[Run]:
             runs.append(load_run(p, p.resolve().name))
             continue
         suite = _read(p / "suite.json")
-        listed = {r["name"]: r.get("seed") for r in suite.get("runs", []) if isinstance(r, dict) and "name" in r}
+        listed = {
+            r["name"]: r.get("seed") for r in suite.get("runs", []) if isinstance(r, dict) and "name" in r
+        }
         found = set()
         for root, dirs, _ in os.walk(p):
             depth = len(Path(root).relative_to(p).parts)
@@ -165,9 +167,16 @@ def evaluate_checkpoint(run: Run, step: int, ckpt: Path, todo: list[str], evalua
         start = time.perf_counter()
         metrics = evaluators[name].evaluate(model, tokenizer, vocab, ckpt, device)
         seconds = time.perf_counter() - start
-        record = {"run": run.name, "seed": run.seed, "step": step, "tokens_seen": tokens_seen,
-                  "evaluation": name, "metrics": metrics, "checkpoint": str(ckpt.resolve()),
-                  "seconds": round(seconds, 3)}  # fmt: skip
+        record = {
+            "run": run.name,
+            "seed": run.seed,
+            "step": step,
+            "tokens_seen": tokens_seen,
+            "evaluation": name,
+            "metrics": metrics,
+            "checkpoint": str(ckpt.resolve()),
+            "seconds": round(seconds, 3),
+        }
         write_json_atomic(result_path(args.output_dir, run.name, step, name), record)
         print(f"{run.name} step {step}: {name} in {seconds:.1f}s", flush=True)
 
@@ -176,15 +185,27 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description="Evaluate every checkpoint of runs/suites: one table, figures, index")
     parser.add_argument("--runs", nargs="+", required=True, help="run folders, suite folders or zoo folders")
     parser.add_argument("--evals", default="blimp", help=f"comma-separated, of: {', '.join(EVALUATORS)}")
-    parser.add_argument("--output_dir", type=Path, required=True, help="results/, results.csv, figures/, index.md")
-    parser.add_argument("--shard", default=None, help="I/N: this job's share of the checkpoints (SLURM array)")
+    parser.add_argument(
+        "--output_dir", type=Path, required=True, help="results/, results.csv, figures/, index.md"
+    )
+    parser.add_argument(
+        "--shard", default=None, help="I/N: this job's share of the checkpoints (SLURM array)"
+    )
     parser.add_argument("--follow", action="store_true", help="keep evaluating new checkpoints as they land")
     parser.add_argument("--poll_seconds", type=float, default=60.0, help="--follow: wait between looks")
-    parser.add_argument("--follow_timeout", type=float, default=None,
-                        help="--follow: stop after this many seconds without a new checkpoint")  # fmt: skip
+    parser.add_argument(
+        "--follow_timeout",
+        type=float,
+        default=None,
+        help="--follow: stop after this many seconds without a new checkpoint",
+    )
     parser.add_argument("--steps", default=None, help="only these steps (comma-separated)")
-    parser.add_argument("--group_by", default="suite", choices=("suite", "run"),
-                        help="figures: one line (mean, band) per suite folder, or per run")  # fmt: skip
+    parser.add_argument(
+        "--group_by",
+        default="suite",
+        choices=("suite", "run"),
+        help="figures: one line (mean, band) per suite folder, or per run",
+    )
     parser.add_argument("--vocab_path", default=None, help="tokenizer JSON (default: each checkpoint's)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--no_report", action="store_true", help="write result files only (shards)")
@@ -197,7 +218,9 @@ def main(argv: list[str] | None = None) -> dict:
     evals = [e.strip() for e in args.evals.split(",") if e.strip()]
     unknown = [e for e in evals if e not in EVALUATORS]
     if not evals or unknown:
-        raise UserError(f"--evals {args.evals!r}: unknown {unknown[0]!r}" if unknown else "--evals: none given")
+        raise UserError(
+            f"--evals {args.evals!r}: unknown {unknown[0]!r}" if unknown else "--evals: none given"
+        )
     shard = parse_shard(args.shard)
     try:
         steps = None if args.steps is None else {int(s) for s in args.steps.split(",")}
@@ -229,8 +252,10 @@ def main(argv: list[str] | None = None) -> dict:
         time.sleep(args.poll_seconds)
         runs = discover(args.runs)
     rows = [] if args.no_report else write_report(args.output_dir, args.group_by)
-    print(f"evaluated {evaluated} (run, step, evaluation) result(s); table: {len(rows)} rows in "
-          f"{args.output_dir / 'results.csv'}")  # fmt: skip
+    print(
+        f"evaluated {evaluated} (run, step, evaluation) result(s); table: {len(rows)} rows in "
+        f"{args.output_dir / 'results.csv'}"
+    )
     return {"evaluated": evaluated, "rows": rows}
 
 

@@ -30,8 +30,9 @@ class BlimpEval:
         key = (vocab, model.config.max_position_embeddings)
         if key not in self.encoded:
             self.encoded[key] = encode_pairs(tokenizer, self.pairs, key[1])
-        good, bad = score_pairs(model, self.encoded[key], self.args.blimp_scoring, self.args.blimp_batch_size,
-                                device)  # fmt: skip
+        good, bad = score_pairs(
+            model, self.encoded[key], self.args.blimp_scoring, self.args.blimp_batch_size, device
+        )
         result = aggregate(self.pairs["paradigm"], self.pairs["field"], good > bad)
         metrics = {"overall": result["overall"], "macro_paradigm": result["macro_paradigm"]}
         metrics.update({f"field_{f}": v for f, v in result["fields"].items()})
@@ -55,8 +56,16 @@ class MlmEval:
         a = self.args
         key = (vocab, model.config.max_position_embeddings)
         if key not in self.prepared:
-            self.prepared[key] = HeldOutText(a.mlm_input_path, tokenizer, key[1], a.mlm_seq_length,
-                                             a.mlm_max_tokens, a.mlm_mask_p, a.mlm_seed, a.mlm_pll_units)  # fmt: skip
+            self.prepared[key] = HeldOutText(
+                a.mlm_input_path,
+                tokenizer,
+                key[1],
+                a.mlm_seq_length,
+                a.mlm_max_tokens,
+                a.mlm_mask_p,
+                a.mlm_seed,
+                a.mlm_pll_units,
+            )
         out = self.prepared[key].evaluate(model, a.mlm_batch_size, device=device)
         counts = {f"count/{k}": out.pop(k) for k in ("num_masked", "pll_tokens") if k in out}  # table only
         return {**out, **counts}
@@ -72,8 +81,10 @@ class ProbingEval:
 
         self.args = args
         ewt = data_root() / "ud_ewt"
-        self.treebanks = {s: read_conllu(ewt / f"en_ewt-ud-{s}.conllu", args.probing_max_sentences, args.probing_seed)
-                          for s in SPLITS}  # fmt: skip
+        self.treebanks = {
+            s: read_conllu(ewt / f"en_ewt-ud-{s}.conllu", args.probing_max_sentences, args.probing_seed)
+            for s in SPLITS
+        }
         for task in args.probing_tasks.split(","):
             for tb in self.treebanks.values():
                 labels_of(tb, task)
@@ -88,8 +99,20 @@ class ProbingEval:
         a = self.args
         weights = file_hash(ckpt / "model.safetensors")
         cache_dir = Path(a.output_dir) / "cache"
-        caches = {s: cached_representations(model, weights, tokenizer, tb, a.probing_max_sentences, a.probing_pooling,
-                                            cache_dir, 64, device) for s, tb in self.treebanks.items()}  # fmt: skip
+        caches = {
+            s: cached_representations(
+                model,
+                weights,
+                tokenizer,
+                tb,
+                a.probing_max_sentences,
+                a.probing_pooling,
+                cache_dir,
+                64,
+                device,
+            )
+            for s, tb in self.treebanks.items()
+        }
         layers = list(range(model.config.num_hidden_layers + 1))
         feats = {s: torch.from_numpy(load_layers(c, layers)) for s, c in caches.items()}
         kept = {s: load_kept(c) for s, c in caches.items()}
@@ -145,15 +168,29 @@ def eval_settings(name: str, args) -> dict:
     if name == "blimp":
         if args.blimp_max_pairs_per_paradigm is not None and args.blimp_max_pairs_per_paradigm < 1:
             raise UserError("--blimp_max_pairs_per_paradigm must be >= 1")
-        return {"blimp_dir": str(blimp_dir(args).resolve()), "scoring": args.blimp_scoring,
-                "max_pairs_per_paradigm": args.blimp_max_pairs_per_paradigm}  # fmt: skip
+        return {
+            "blimp_dir": str(blimp_dir(args).resolve()),
+            "scoring": args.blimp_scoring,
+            "max_pairs_per_paradigm": args.blimp_max_pairs_per_paradigm,
+        }
     if name == "mlm":
         path = None if args.mlm_input_path is None else str(Path(args.mlm_input_path).resolve())
-        return {"input_path": path, "seq_length": args.mlm_seq_length, "max_tokens": args.mlm_max_tokens,
-                "mask_p": args.mlm_mask_p, "seed": args.mlm_seed, "pll_units": args.mlm_pll_units}  # fmt: skip
-    return {"tasks": args.probing_tasks, "max_sentences": args.probing_max_sentences,
-            "pooling": args.probing_pooling, "epochs": args.probing_epochs, "mdl": args.probing_mdl,
-            "seed": args.probing_seed}  # fmt: skip
+        return {
+            "input_path": path,
+            "seq_length": args.mlm_seq_length,
+            "max_tokens": args.mlm_max_tokens,
+            "mask_p": args.mlm_mask_p,
+            "seed": args.mlm_seed,
+            "pll_units": args.mlm_pll_units,
+        }
+    return {
+        "tasks": args.probing_tasks,
+        "max_sentences": args.probing_max_sentences,
+        "pooling": args.probing_pooling,
+        "epochs": args.probing_epochs,
+        "mdl": args.probing_mdl,
+        "seed": args.probing_seed,
+    }
 
 
 def make_evaluator(name: str, args):

@@ -27,9 +27,17 @@ def collect_rows(output_dir: Path) -> list[dict]:
         except (OSError, ValueError):  # only complete files exist (atomic writes); skip anything else
             continue
         for metric, value in rec["metrics"].items():
-            rows.append({"run": rec["run"], "seed": rec["seed"], "step": rec["step"],
-                         "tokens_seen": rec["tokens_seen"], "evaluation": rec["evaluation"],
-                         "metric": metric, "value": value})  # fmt: skip
+            rows.append(
+                {
+                    "run": rec["run"],
+                    "seed": rec["seed"],
+                    "step": rec["step"],
+                    "tokens_seen": rec["tokens_seen"],
+                    "evaluation": rec["evaluation"],
+                    "metric": metric,
+                    "value": value,
+                }
+            )
     rows.sort(key=lambda r: (r["run"], r["step"], r["evaluation"], r["metric"]))
     return rows
 
@@ -39,8 +47,9 @@ def write_table(rows: list[dict], path: Path) -> None:
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: ("" if r[k] is None else repr(r[k]) if isinstance(r[k], float) else r[k])
-                         for k in COLUMNS})  # fmt: skip
+        writer.writerow(
+            {k: ("" if r[k] is None else repr(r[k]) if isinstance(r[k], float) else r[k]) for k in COLUMNS}
+        )
     write_text_atomic(path, buf.getvalue())
 
 
@@ -75,8 +84,14 @@ def plot_measure(rows: list[dict], title: str, path: Path, group_by: str) -> Non
         runs = len({r["run"] for r in mine})
         line = ax.plot(steps, mean, marker="o", ms=3, label=f"{group} ({runs} run{'s' * (runs > 1)})")[0]
         if runs > 1:
-            ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=line.get_color(),
-                            alpha=0.2, lw=0)  # fmt: skip
+            ax.fill_between(
+                steps,
+                [min(v) for v in values],
+                [max(v) for v in values],
+                color=line.get_color(),
+                alpha=0.2,
+                lw=0,
+            )
     all_steps = [r["step"] for r in rows]
     if min(all_steps) <= 0:
         ax.set_xscale("symlog", linthresh=1)
@@ -101,8 +116,12 @@ def write_report(output_dir: Path, group_by: str = "suite") -> list[dict]:
     rows = collect_rows(output_dir)
     write_table(rows, output_dir / "results.csv")
     measures = sorted({(r["evaluation"], r["metric"]) for r in rows if "/" not in r["metric"]})
-    lines = ["# Sweep results", "", f"Table: [results.csv](results.csv) ({len(rows)} rows; "
-             f"{len({r['run'] for r in rows})} runs).", ""]  # fmt: skip
+    lines = [
+        "# Sweep results",
+        "",
+        f"Table: [results.csv](results.csv) ({len(rows)} rows; {len({r['run'] for r in rows})} runs).",
+        "",
+    ]
     for evaluation, metric in measures:
         name = f"{evaluation}__{metric}.png"
         mine = [r for r in rows if r["evaluation"] == evaluation and r["metric"] == metric]

@@ -94,23 +94,38 @@ def main(argv: list[str] | None = None) -> dict:
     suite_dir = args.suite_dir.resolve()
     train_args = check_train_args(train_args, suite_dir, seeds[0])
     record = {"runs": [{"name": f"seed_{s}", "seed": s} for s in seeds], "train_args": train_args}
-    previous = read_json(suite_dir / "suite.json", "suite file") if (suite_dir / "suite.json").is_file() else None
+    previous = (
+        read_json(suite_dir / "suite.json", "suite file") if (suite_dir / "suite.json").is_file() else None
+    )
     if previous is not None and previous.get("train_args") != train_args:
         raise UserError(f"--suite_dir {suite_dir}: made with other training flags ({suite_dir}/suite.json)")
     if previous is not None:  # more seeds later: keep the ones listed before
         known = {r["name"]: r for r in previous.get("runs", [])}
-        record["runs"] = sorted({**known, **{r["name"]: r for r in record["runs"]}}.values(),
-                                key=lambda r: r["seed"])  # fmt: skip
+        record["runs"] = sorted(
+            {**known, **{r["name"]: r for r in record["runs"]}}.values(), key=lambda r: r["seed"]
+        )
     write_json_atomic(suite_dir / "suite.json", record)
     sweep = f"python -m evaluation.sweep --runs {suite_dir} --evals blimp --output_dir {suite_dir}_eval"
     if args.slurm:
         script = suite_dir / "suite.sbatch"
         extra = f"#SBATCH --partition={args.partition}\n" if args.partition else ""
-        write_text_atomic(script, SBATCH.format(
-            name=suite_dir.name, seeds=args.seeds, script=script, last=len(seeds) - 1, gpus=args.gpus,
-            cpus=args.cpus, time=args.time, suite_dir=shlex.quote(str(suite_dir)), extra=extra,
-            repo=shlex.quote(str(REPO_ROOT)), seed_list=" ".join(map(str, seeds)),
-            train_args=shlex.join(train_args)))  # fmt: skip
+        write_text_atomic(
+            script,
+            SBATCH.format(
+                name=suite_dir.name,
+                seeds=args.seeds,
+                script=script,
+                last=len(seeds) - 1,
+                gpus=args.gpus,
+                cpus=args.cpus,
+                time=args.time,
+                suite_dir=shlex.quote(str(suite_dir)),
+                extra=extra,
+                repo=shlex.quote(str(REPO_ROOT)),
+                seed_list=" ".join(map(str, seeds)),
+                train_args=shlex.join(train_args),
+            ),
+        )
         print(f"wrote {script} ({len(seeds)} array tasks)")
         if args.submit:
             try:
