@@ -3,6 +3,7 @@ our BERT with both heads, and export ours to a folder `transformers.BertForPreTr
 
   python -m model.convert --from_hf HF_DIR --output_dir DIR        # -> model.safetensors + config.json
   python -m model.convert --to_hf CHECKPOINT_DIR --output_dir DIR  # -> HF config.json + model.safetensors
+  python -m model.convert --to_hf_repo RUN_DIR --output_dir REPO    # -> git repo, a branch per checkpoint
 
 Weights are read with safetensors or torch.load(weights_only=True) only: a downloaded file cannot run code.
 """
@@ -245,6 +246,7 @@ def main(argv=None) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--from_hf", type=Path, help="a local Hugging Face BERT folder to import")
     source.add_argument("--to_hf", type=Path, help="one of our checkpoint folders to export")
+    source.add_argument("--to_hf_repo", type=Path, help="a run -> git repo, a branch per step")
     parser.add_argument("--output_dir", type=Path, required=True, help="new folder to write")
     args = parser.parse_args(argv)
     if args.from_hf is not None:
@@ -254,12 +256,18 @@ def main(argv=None) -> None:
             save_model(model, tmp)
             copy_tokenizer_files(args.from_hf, tmp)
 
+    elif args.to_hf_repo is not None:
+        from model.hub_export import export_hub_repo
+
+        branches = export_hub_repo(args.to_hf_repo, args.output_dir)
+        return print(f"wrote {args.output_dir}: branches {', '.join(branches)}; main = {branches[-1]}")
     else:
+        from model.hub_export import export_hf_folder  # weights, config and the tokenizer (issue 15)
+
         model = load_model(args.to_hf)
 
         def write(tmp):
-            save_hf_bert(model, tmp)
-            copy_tokenizer_files(args.to_hf, tmp)
+            export_hf_folder(args.to_hf, tmp)
 
     write_folder(args.output_dir, write)
     n = sum(p.numel() for p in model.parameters())
