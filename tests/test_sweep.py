@@ -273,3 +273,49 @@ def test_suite_slurm_script_and_refusals(suite, tmp_path):
         )
     with pytest.raises(UserError, match="--seed is set per seed"):
         suite_cli.main(["--suite_dir", str(tmp_path / "t"), "--seeds", "0", "--", *train, "--seed", "3"])
+
+
+def test_sweep_probing_equals_evaluation_probing_alone(suite, tmp_path):
+    from evaluation import probing
+
+    run = suite / "seed_0"
+    got = sweep.main(
+        [
+            "--runs",
+            str(run),
+            "--evals",
+            "probing",
+            "--steps",
+            "8",
+            "--output_dir",
+            str(tmp_path / "s"),
+            "--probing_max_sentences",
+            "30",
+            "--probing_epochs",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
+    mine = {r["metric"]: r["value"] for r in got["rows"]}
+    alone = probing.main(
+        [
+            "--checkpoint_path",
+            str(run / "checkpoints" / "step_8"),
+            "--output_dir",
+            str(tmp_path / "p"),
+            "--tasks",
+            "upos",
+            "--max_sentences",
+            "30",
+            "--probe_epochs",
+            "1",
+            "--no_mdl",
+            "--device",
+            "cpu",
+        ]
+    )
+    mix = next(r for r in alone if r["layer"] == "mix")
+    assert mine["upos_mix_accuracy"] == mix["accuracy"] and mine["upos_mix_macro_f1"] == mix["macro_f1"]
+    assert mine["upos_best_layer_accuracy"] == max(r["accuracy"] for r in alone if r["layer"] != "mix")
+    assert mine["upos/layer_1/accuracy"] == next(r["accuracy"] for r in alone if r["layer"] == 1)
