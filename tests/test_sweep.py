@@ -319,3 +319,36 @@ def test_sweep_probing_equals_evaluation_probing_alone(suite, tmp_path):
     assert mine["upos_mix_accuracy"] == mix["accuracy"] and mine["upos_mix_macro_f1"] == mix["macro_f1"]
     assert mine["upos_best_layer_accuracy"] == max(r["accuracy"] for r in alone if r["layer"] != "mix")
     assert mine["upos/layer_1/accuracy"] == next(r["accuracy"] for r in alone if r["layer"] == 1)
+
+
+def test_mlm_command_on_raw_text_equals_heldout_text(suite, tokenizer_path, data_root, tmp_path):
+    from data.tokenization import load_tokenizer
+    from evaluation import mlm
+    from evaluation.checkpoints import load_checkpoint
+
+    book = sorted((data_root / "corpus" / "gutenberg" / "dev").glob("*.txt"))[0]
+    ckpt = suite / "seed_1" / "checkpoints" / "step_4"
+    out = tmp_path / "mlm.json"
+    got = mlm.main(
+        [
+            "--checkpoint_path",
+            str(ckpt),
+            "--input_path",
+            str(book),
+            "--max_tokens",
+            "800",
+            "--pll_units",
+            "5",
+            "--output_file",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )[0]
+    text = HeldOutText(book, load_tokenizer(tokenizer_path), 64, None, 800, 0.15, 0, 5)
+    assert sum(len(s) for s in text.sequences) == 800 and all(len(s) == 62 for s in text.sequences[:-1])
+    want = text.evaluate(load_checkpoint(ckpt, torch.device("cpu")))
+    assert got["loss"] == want["loss"] and got["pseudo_perplexity"] == want["pseudo_perplexity"]
+    assert json.loads(out.read_text())["results"][0]["accuracy"] == want["accuracy"]
+    with pytest.raises(UserError, match="no such text file"):
+        mlm.main(["--checkpoint_path", str(ckpt), "--input_path", str(tmp_path / "missing.txt")])
