@@ -99,7 +99,14 @@ def _git(repo: Path, *args: str) -> str:
         "GIT_COMMITTER_EMAIL": "export@bert-research",
     }
     try:
-        done = subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True)
+        done = subprocess.run(
+            ["git", "-c", "commit.gpgsign=false", *args],
+            cwd=repo,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     except FileNotFoundError:
         raise UserError("--to_hf_repo needs git on the PATH") from None
     except subprocess.CalledProcessError as err:
