@@ -16,15 +16,19 @@ the reference's stream, so the same seed gives the reference's samples, interval
 order, bootstrap_samples with a numpy Generator).
 """
 
-import json
-import re
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
 from evaluation.io import write_json_atomic
-from evaluation.predictions import CORPUS_METRICS, METRICS, load_runs, prediction_file, read_predictions
+from evaluation.predictions import (
+    CORPUS_METRICS,
+    METRICS,
+    load_runs,
+    prediction_file,
+    read_predictions,
+    run_seeds,
+)
 from utils.errors import ArgumentParser, UserError, run_cli
 
 # Metrics that are means of a per-example score: scored by a weighted sum instead of re-indexing rows.
@@ -218,41 +222,6 @@ def multibootstrap(
     """Effect of the intervention on the metric: summarize() of bootstrap_samples(), plus the samples."""
     samples = bootstrap_samples(baseline_preds, intervention_preds, labels, metric_fn, nboot, paired, rng)
     return {**summarize(samples, confidence, expect_negative_effect), "paired": paired, "samples": samples}
-
-
-def pretraining_seed(run_dir) -> int | None:
-    """The pretraining seed of a fine-tuning run: its checkpoint's args.json (init seed, else seed), else a
-    `seed_K` / `seed-K` / `seedK` part of the checkpoint path (MultiBERTs' and zoo.suite's names)."""
-    args = _read_json(Path(run_dir) / "run_args.json")
-    ckpt = args.get("checkpoint_path")
-    if not ckpt:
-        return None
-    pre = _read_json(Path(ckpt) / "args.json")
-    for key in ("init_seed", "seed"):
-        if pre.get(key) is not None:
-            return int(pre[key])
-    m = re.search(r"seed[_-]?(\d+)", str(ckpt))
-    return int(m.group(1)) if m else None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return obj if isinstance(obj, dict) else {}
-
-
-def run_seeds(run_dirs: list[str], given: list[str] | None, flag: str) -> list[str]:
-    if given is not None:
-        if len(given) != len(run_dirs):
-            raise UserError(f"--{flag}_seeds: {len(given)} seed ids for {len(run_dirs)} --{flag} runs")
-        return [int(s) if s.lstrip("-").isdigit() else s for s in given]
-    seeds = [pretraining_seed(d) for d in run_dirs]
-    missing = next((d for d, s in zip(run_dirs, seeds) if s is None), None)
-    if missing is not None:
-        raise UserError(f"{missing}: no pretraining seed found (run_args.json); pass --{flag}_seeds")
-    return seeds
 
 
 def print_result(result: dict, title: str) -> None:
