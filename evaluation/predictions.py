@@ -105,3 +105,38 @@ def load_runs(run_dirs: list[str], split: str, epoch: int | None, metric: str, i
 def _id_order(i: str):
     """Numeric ids sort as numbers, others as strings."""
     return (0, int(i), "") if i.lstrip("-").isdigit() else (1, 0, i)
+
+
+def pretraining_seed(run_dir) -> int | None:
+    """The pretraining seed of a fine-tuning run: its checkpoint's args.json (init seed, else seed), else a
+    `seed_K` / `seed-K` / `seedK` part of the checkpoint path (MultiBERTs' and zoo.suite's names)."""
+    args = _read_json(Path(run_dir) / "run_args.json")
+    ckpt = args.get("checkpoint_path")
+    if not ckpt:
+        return None
+    pre = _read_json(Path(ckpt) / "args.json")
+    for key in ("init_seed", "seed"):
+        if pre.get(key) is not None:
+            return int(pre[key])
+    m = re.search(r"seed[_-]?(\d+)", str(ckpt))
+    return int(m.group(1)) if m else None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def run_seeds(run_dirs: list[str], given: list[str] | None, flag: str) -> list[str]:
+    if given is not None:
+        if len(given) != len(run_dirs):
+            raise UserError(f"--{flag}_seeds: {len(given)} seed ids for {len(run_dirs)} --{flag} runs")
+        return [int(s) if s.lstrip("-").isdigit() else s for s in given]
+    seeds = [pretraining_seed(d) for d in run_dirs]
+    missing = next((d for d, s in zip(run_dirs, seeds) if s is None), None)
+    if missing is not None:
+        raise UserError(f"{missing}: no pretraining seed found (run_args.json); pass --{flag}_seeds")
+    return seeds

@@ -6,6 +6,7 @@ our BERT with both heads, and export ours to a folder `transformers.BertForPreTr
   python -m model.convert --from_elc model.bin --config_file REF.json --layer_weighting V --output_dir DIR
   python -m model.convert --to_elc CHECKPOINT_DIR --output_dir DIR  # -> elc-bert model.bin + config.json
 (ELC-BERT, ltgoslo/elc-bert: see model/elc_convert.py)
+  python -m model.convert --to_hf_repo RUN_DIR --output_dir REPO    # -> git repo, a branch per checkpoint
 
 Weights are read with safetensors or torch.load(weights_only=True) only: a downloaded file cannot run code.
 """
@@ -254,6 +255,7 @@ def main(argv=None) -> None:
     source.add_argument("--to_elc", type=Path, help="one of our ltg + ELC checkpoint folders to export")
     parser.add_argument("--config_file", type=Path, help="--from_elc: elc-bert's configs/*.json of the model")
     parser.add_argument("--layer_weighting", help="--from_elc: base | zero | normalized | weighted_output")
+    source.add_argument("--to_hf_repo", type=Path, help="a run -> git repo, a branch per step")
     parser.add_argument("--output_dir", type=Path, required=True, help="new folder to write")
     args = parser.parse_args(argv)
     if args.from_elc is None and (args.config_file or args.layer_weighting):
@@ -275,12 +277,18 @@ def main(argv=None) -> None:
             save_model(model, tmp)
             copy_tokenizer_files(args.from_hf, tmp)
 
+    elif args.to_hf_repo is not None:
+        from model.hub_export import export_hub_repo
+
+        branches = export_hub_repo(args.to_hf_repo, args.output_dir)
+        return print(f"wrote {args.output_dir}: branches {', '.join(branches)}; main = {branches[-1]}")
     else:
+        from model.hub_export import export_hf_folder  # weights, config and the tokenizer (issue 15)
+
         model = load_model(args.to_hf)
 
         def write(tmp):
-            save_hf_bert(model, tmp)
-            copy_tokenizer_files(args.to_hf, tmp)
+            export_hf_folder(args.to_hf, tmp)
 
     write_folder(args.output_dir, write)
     n = sum(p.numel() for p in model.parameters())
