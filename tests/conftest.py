@@ -100,6 +100,8 @@ def pretrained_tiny(processed_corpus, tokenizer_path, tmp_path_factory) -> Path:
             "vocab_path": tokenizer_path, "output_dir": out, "seq_length": 128, "batch_size": 16,
             "max_steps": 150, "learning_rate": 2e-3, "warmup_steps": 10, "save_every": 0, "log_freq": 50,
             "device": "cpu", "mixed_precision": "no", "seed": 0,
+            # the fine-tuning thresholds were set on this layout's model (either is on the unigram plateau)
+            "instance_layout": "fixed_chunks",
         }  # fmt: skip
         train_pretrain.main([x for k, v in args.items() for x in (f"--{k}", str(v))])
     finally:
