@@ -88,7 +88,11 @@ class PretrainingLoader:
 
     def close(self):
         self._stop.set()
-        self._thread.join(timeout=5)
+        # no timeout: the producer stops after the batch it is building; a daemon thread still inside a
+        # torch op when the interpreter exits aborts the process ("terminate called without an active
+        # exception"), seen with 2 ranks on a loaded machine
+        if self._thread is not threading.current_thread():
+            self._thread.join()
 
     def __enter__(self):
         return self
