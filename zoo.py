@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _spec_and_runs(args):
-    from zoo.plan import expand, parse_shard, select
+    from utils.shard import parse_shard
+    from zoo.plan import expand, select
     from zoo.spec import load_spec
 
     spec = load_spec(args.spec)

@@ -41,6 +41,7 @@ from data import babylm, cleaning, formats, sentences, shards, tokenization  # n
 from data.tokenization import load_tokenizer, special_ids, tokenizer_hash  # noqa: E402
 from utils.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from utils.files import read_json, write_json_atomic, write_text_atomic  # noqa: E402
+from utils.shard import parse_shard
 
 FORMAT_VERSION = 2
 PIPELINE_MODULES = [sys.modules[__name__], cleaning, sentences, tokenization, formats, shards, babylm]
@@ -51,16 +52,6 @@ DOCUMENT = {
     "parquet": "one row's text column",
     "babylm": "ELC-BERT's segmentation of the BabyLM source (data/babylm.py)",
 }
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise UserError(f"--shard {text!r} must be I/N, e.g. 0/4") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise UserError(f"--shard {text}: I must be in 0..N-1 and N >= 1")
-    return i, n
 
 
 def plan_job(args, tokenizer) -> dict:

@@ -27,6 +27,7 @@ from evaluation.io import write_json_atomic
 from evaluation.sweep_evals import EVALUATORS, add_eval_flags, eval_settings, make_evaluator
 from evaluation.sweep_report import write_report
 from utils.errors import ArgumentParser, UserError, run_cli
+from utils.shard import parse_shard
 
 MAX_DEPTH = 3  # how deep a suite or zoo folder is searched for runs
 
@@ -102,18 +103,6 @@ def discover(paths: list[str]) -> list[Run]:
     if dup:
         raise UserError(f"--runs: two runs are both named {dup!r} in the table; give distinct folders")
     return runs
-
-
-def parse_shard(text: str | None) -> tuple[int, int]:
-    if text is None:
-        return 0, 1
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise UserError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
-    if n < 1 or not 0 <= i < n:
-        raise UserError(f"--shard {text}: need N >= 1 and 0 <= I < N")
-    return i, n
 
 
 def in_shard(run: str, step: int, shard: tuple[int, int]) -> bool:

@@ -12,9 +12,10 @@ import torch
 
 from utils.errors import UserError
 from utils.paths import REPO_ROOT
+from utils.shard import parse_shard
 from zoo.analyses import agreement_by_hparam, agreement_matrix, r2, ridge_fit, ridge_predict
 from zoo.loader import flatten, group_of, model_split, select_names, split_groups, unflatten
-from zoo.plan import expand, finetune_argv, parse_shard, pretrain_argv, select
+from zoo.plan import expand, finetune_argv, pretrain_argv, select
 from zoo.slurm import sbatch_script
 from zoo.sparsify import prunable_names, prune_masks, sparsify_
 from zoo.spec import load_spec

@@ -99,19 +99,6 @@ def select(runs: list[Run], stage: str = "all", shard: tuple[int, int] = (0, 1))
     return [r for r in chosen if unit[r.run_id] in keep]
 
 
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """'i/N' -> (i, N), 0 <= i < N."""
-    if text is None:
-        return 0, 1
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise UserError(f"--shard {text!r}: expected i/N, e.g. 0/4") from None
-    if n < 1 or not 0 <= i < n:
-        raise UserError(f"--shard {text!r}: need 0 <= i < N")
-    return i, n
-
-
 def _flags(values: dict) -> list[str]:
     """{flag: value} -> argv; True is a bare switch (negations are named: {"no_nsp": true}); None, False:
     nothing."""
