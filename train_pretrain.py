@@ -56,7 +56,12 @@ def train(config: PretrainConfig, info: DistInfo) -> None:
     if info.is_main:
         write_json_atomic(out / "run_args.json", {**run_record, "world_size": info.world_size})
     kept = set(parse_checkpoint_steps(config.checkpoint_steps, config.max_steps)) | {config.max_steps}
-    writer = CheckpointWriter(out, keep_last=config.keep_last) if info.is_main else None
+    writer = None
+    if info.is_main:
+        tokenizer_json = Path(config.vocab_path).read_text() if config.vocab_path.endswith(".json") else None
+        writer = CheckpointWriter(
+            out, config.keep_last, dense=config.dense_checkpoints, tokenizer_json=tokenizer_json
+        )
     logger = MetricsLogger(out, info.is_main, trainer.step, config.max_steps, tensorboard=config.tensorboard)
     logger.message(
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, world size {info.world_size}, "
@@ -68,7 +73,16 @@ def train(config: PretrainConfig, info: DistInfo) -> None:
     # ---- the loop: the phases' steps (--long_after switches length and batch once)
     try:
         if trainer.step == 0 and 0 in kept:
-            save(writer, trainer, phase, info, run_record, kept, 0)
+            save(
+                writer,
+                trainer,
+                phase,
+                info,
+                run_record,
+                kept,
+                0,
+                resumable=config.dense_checkpoints == "full",
+            )
         for phase in all_phases:
             if trainer.step >= phase.end:
                 continue
@@ -120,8 +134,12 @@ def run_phase(trainer, data, phase, config, info, logger, writer, run_record, ke
             )
             if config.validation_every and step % config.validation_every == 0:
                 validate(trainer, logger, config, info, phase, step, validation)
-            if step in kept or (config.save_every and step % config.save_every == 0) or stop:
-                save(writer, trainer, phase, info, run_record, kept, step)
+            rolling = (
+                (config.save_every and step % config.save_every == 0) or stop or step == config.max_steps
+            )
+            if step in kept or rolling:
+                resumable = rolling or config.dense_checkpoints == "full"
+                save(writer, trainer, phase, info, run_record, kept, step, resumable)
             if stop:
                 return True
             if step >= phase.end:
@@ -157,16 +175,21 @@ def validate(trainer: Trainer, logger: MetricsLogger, config, info: DistInfo, ph
     logger.log(step, trainer.evaluate(batches), prefix="val_")
 
 
-def save(writer, trainer: Trainer, phase, info: DistInfo, run_record: dict, kept: set, step: int) -> None:
+def save(
+    writer, trainer, phase, info: DistInfo, run_record: dict, kept: set, step: int, resumable=True
+) -> None:
+    """Checkpoint `step` on rank 0; resumable False: weights only (--dense_checkpoints weights)."""
     if writer is None:  # not rank 0
         return
-    full = {
-        "trainer": trainer.state_dict(),
-        "rng": rng_state(),
-        "seq_length": phase.seq_length,
-        "batch_size": phase.batch_size,
-        "world_size": info.world_size,
-    }
+    full = None
+    if resumable:
+        full = {
+            "trainer": trainer.state_dict(),
+            "rng": rng_state(),
+            "seq_length": phase.seq_length,
+            "batch_size": phase.batch_size,
+            "world_size": info.world_size,
+        }
     summary = {"tokens_seen": trainer.tokens_seen, "seq_length": phase.seq_length}
     writer.save(step, trainer.model, full, run_record, step in kept, summary)
 
