@@ -58,16 +58,22 @@ def finetune(config: FinetuneConfig, info: DistInfo) -> None:
     # ---- set up: everything that can refuse the run comes before anything is written
     run = setup(config, info)
     config, out = run.config, Path(run.config.output_dir)
-    if info.is_main:
-        if run.state is None:  # records of a run that stopped before its first checkpoint: redone below
-            (out / "metrics.jsonl").unlink(missing_ok=True)
-        save_split(run.split_record, out / "split.json")
-        write_json_atomic(out / "run_args.json", record(config))
     lengths = np.array([len(f["input_ids"]) for f in run.train_features])
     steps_per_epoch = len(lengths) // config.batch_size  # the partial last batch is dropped
     trainer = build_trainer(run, config, info, steps_per_epoch * config.epochs)
     evaluated = evaluation_sets(run, config, info)
-    writer = CheckpointWriter(out, prefix="epoch", build=shadow_builder(run.model.config, run.head_record))
+    if info.is_main:  # the run's records once everything that can refuse it has passed
+        if run.state is None:  # records of a run that stopped before its first checkpoint: redone below
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+        save_split(run.split_record, out / "split.json")
+        write_json_atomic(out / "run_args.json", record(config))
+    tokenizer_json = Path(config.vocab_path).read_text() if config.vocab_path.endswith(".json") else None
+    writer = CheckpointWriter(
+        out,
+        prefix="epoch",
+        build=shadow_builder(run.model.config, run.head_record),
+        tokenizer_json=tokenizer_json or load_vocab(config.vocab_path)[0].to_str(),
+    )
     writer = writer if info.is_main else None
     logger = MetricsLogger(
         out, info.is_main, trainer.step, steps_per_epoch * config.epochs, config.tensorboard

@@ -52,8 +52,16 @@ def train(config: PretrainConfig, info: DistInfo) -> None:
     trainer = build_trainer(model, config, info, state)
     phase = phase_at(all_phases, trainer.step)
     data = build_pretraining_data(config, phase.seq_length, "train")
+    data.steps_per_epoch(phase.batch_size)  # a corpus smaller than one batch: refused now
+    validation = {}  # seq_length -> the held-out PretrainingData, built when first needed
+    if config.validation_every:  # a held-out split too small (one document with NSP): refused now
+        try:
+            validation[phase.seq_length] = build_pretraining_data(config, phase.seq_length, "validation")
+            validation[phase.seq_length].steps_per_epoch(phase.batch_size)
+        except UserError as err:
+            raise UserError(f"--validation_every {config.validation_every}: {err}") from None
     run_record = record(config)
-    if info.is_main:
+    if info.is_main:  # the run's record once everything that can refuse it has passed
         write_json_atomic(out / "run_args.json", {**run_record, "world_size": info.world_size})
     kept = set(parse_checkpoint_steps(config.checkpoint_steps, config.max_steps)) | {config.max_steps}
     writer = None
@@ -68,7 +76,6 @@ def train(config: PretrainConfig, info: DistInfo) -> None:
         f"{config.mixed_precision} precision, step {trainer.step} of {config.max_steps}"
         + (f" (resumed from {resume})" if resume else "")
     )
-    validation = {}  # seq_length -> the held-out PretrainingData, built when first needed
 
     # ---- the loop: the phases' steps (--long_after switches length and batch once)
     try:

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data import babylm, cleaning, formats, sentences, shards, tokenization  # noqa: E402
 from data.tokenization import load_tokenizer, special_ids, tokenizer_hash  # noqa: E402
 from utils.errors import ArgumentParser, UserError, run_cli  # noqa: E402
-from utils.files import read_json, write_json_atomic, write_text_atomic  # noqa: E402
+from utils.files import check_output_dir, read_json, write_json_atomic, write_text_atomic  # noqa: E402
 
 FORMAT_VERSION = 2
 PIPELINE_MODULES = [sys.modules[__name__], cleaning, sentences, tokenization, formats, shards, babylm]
@@ -244,8 +244,7 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.time()
     out = Path(args.output_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--output_dir {out} is a file, not a folder")
+    check_output_dir(out)  # a file, or a folder that cannot be written: refused before any work
     if args.merge:
         meta = merge_corpus(out)
         return _report(out, meta, start)

@@ -31,6 +31,25 @@ def umask_mode(base: int = 0o666) -> int:
     return base & ~mask
 
 
+def check_output_dir(path, flag: str = "--output_dir") -> Path:
+    """Refuse, before anything is written, an output folder that is a file or cannot be written to (read
+    only, no permission): the folder, or the nearest existing folder above it, gets a probe file."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file, not a folder" if existing == path else f"lies under the file {existing}"
+        raise UserError(f"{flag} {path} {what}")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write_probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UserError(f"{flag} {path}: cannot write in {existing} ({err.strerror})") from None
+    return path
+
+
 def atomic_write(path: str | Path, write) -> Path:
     """Call `write(f)` on a binary file object, then rename the result to `path`."""
     path = Path(path)
