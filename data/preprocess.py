@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from datetime import datetime, timezone
@@ -129,7 +130,9 @@ def process_pieces(out: Path, job: dict, indices: list[int], tokenizer_path: str
         # tokenizers runs one thread per process here: the processes already fill the cores
         saved = os.environ.get("TOKENIZERS_PARALLELISM")
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        pool = get_context("fork").Pool(min(workers, len(todo)), maxtasksperchild=16)
+        pool = get_context("fork").Pool(
+            min(workers, len(todo)), initializer=_ignore_sigint, maxtasksperchild=16
+        )
         os.environ.pop("TOKENIZERS_PARALLELISM") if saved is None else os.environ.update(
             TOKENIZERS_PARALLELISM=saved
         )
@@ -141,6 +144,12 @@ def process_pieces(out: Path, job: dict, indices: list[int], tokenizer_path: str
         if pool is not None:
             pool.terminate()
     print(f"{len(todo)} pieces processed in {time.perf_counter() - start:.2f}s")
+
+
+def _ignore_sigint() -> None:
+    """In a worker: Ctrl-C is the parent's to handle (it terminates the pool), so no worker prints its
+    own `Process ForkPoolWorker-N:` traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def merge_corpus(out: Path, tokenizer=None, force: bool = False) -> dict:

@@ -20,8 +20,9 @@ def run_cli(main: Callable[[], object]) -> None:
     """Run a command's main(); turn UserError into `error: ...` on stderr and exit code 2."""
     try:
         main()
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except UserError as err:  # the first line only: a library's explanation below it is not ours to repeat
+        lines = str(err).strip().splitlines()
+        print(f"error: {lines[0] if lines else type(err).__name__}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
