@@ -24,6 +24,18 @@ def read_json(path, what: str = "file"):
         raise UserError(f"{path}: not valid JSON ({err})") from None
 
 
+def strict_json(value):
+    """`value` with every NaN or infinite float (a loss of a window whose steps were all skipped) made None:
+    what json.dumps(..., allow_nan=False) accepts, and strict JSON readers read back as null."""
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    return value
+
+
 def umask_mode(base: int = 0o666) -> int:
     """`base` with the process umask applied (0o666 for files, 0o777 for folders)."""
     mask = os.umask(0)
