@@ -103,9 +103,11 @@ def finetune(config: FinetuneConfig, info: DistInfo) -> None:
             trainer.fit(batches, epoch * steps_per_epoch, callbacks=[after_step])
             record_epoch(epoch, trainer, run, evaluated, info, logger, writer)
     finally:
-        if writer is not None:
-            writer.wait()
-        logger.close()
+        try:
+            if writer is not None:
+                writer.wait()  # a failed save (full disk) raises: the bar closes before its error line
+        finally:
+            logger.close()
 
     # ---- done
     if info.is_main:

@@ -102,9 +102,11 @@ def train(config: PretrainConfig, info: DistInfo) -> None:
             writer.wait()
         raise UserError(f"{err}; last good checkpoint: {latest_checkpoint(out) or 'none'}") from None
     finally:
-        if writer is not None:
-            writer.wait()
-        logger.close()
+        try:
+            if writer is not None:
+                writer.wait()  # a failed save (full disk) raises: the bar closes before its error line
+        finally:
+            logger.close()
 
     # ---- done
     barrier(info)

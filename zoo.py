@@ -126,6 +126,7 @@ def cmd_run(args) -> None:
     from zoo.runner import run_zoo
     from zoo.spec import missing_inputs
 
+    check_same_spec(Path(args.zoo_dir), Path(args.spec))  # before anything else is read or written
     spec, runs = _spec_and_runs(args)
     problems = missing_inputs(spec)
     if problems:
@@ -134,7 +135,6 @@ def cmd_run(args) -> None:
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     zoo_dir = Path(args.zoo_dir)
-    check_same_spec(zoo_dir, Path(args.spec))
     check_output_dir(zoo_dir, "--zoo_dir")
     (zoo_dir / "runs").mkdir(parents=True, exist_ok=True)
     write_text_atomic(zoo_dir / "zoo_spec.json", Path(args.spec).read_text())  # status reads it
