@@ -47,11 +47,13 @@ from training.precision import resolve
 from training.run_config import record, resume_differences
 from training.schedules import build_schedule
 from utils.errors import UserError, run_cli
-from utils.files import write_json_atomic, write_text_atomic
+from utils.files import check_output_dir, write_json_atomic, write_text_atomic
 
 
 def main(argv=None) -> None:
-    run_distributed(finetune, parse_args(argv))
+    config = parse_args(argv)
+    check_output_dir(config.output_dir)  # a file, or not writable: refused before any work
+    run_distributed(finetune, config)
 
 
 def finetune(config: FinetuneConfig, info: DistInfo) -> None:

@@ -36,12 +36,14 @@ from training.pretraining_phases import build_pretraining_data, phase_at, phases
 from training.run_config import record, resume_differences, with_legacy_values
 from training.schedules import build_schedule
 from utils.errors import UserError, run_cli
-from utils.files import read_json, write_json_atomic
+from utils.files import check_output_dir, read_json, write_json_atomic
 from utils.repro import set_seed
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_distributed(train, parse_args(argv))
+    config = parse_args(argv)
+    check_output_dir(config.output_dir)  # a file, or not writable: refused before any work
+    run_distributed(train, config)
 
 
 def train(config: PretrainConfig, info: DistInfo) -> None:

@@ -18,7 +18,6 @@ from training.run_config import (
     validate,
 )
 from utils.errors import ArgumentParser, UserError
-from utils.files import check_output_dir
 
 P, T, H, O, SP, X = "paths", "task", "head", "optimisation", "splits", "seeds, hardware, logging"
 
@@ -213,7 +212,6 @@ def parse_args(argv=None) -> FinetuneConfig:
     if args.head_learning_rate is None:
         args.head_learning_rate = args.learning_rate
     validate(args)  # each field's range (its `check`)
-    check_output_dir(args.output_dir)
     if args.task == "squad" and args.max_seq_length < args.max_query_length + 4:
         raise UserError(
             f"--max_seq_length {args.max_seq_length} leaves no room for context after "

@@ -28,7 +28,7 @@ from training.run_config import (
     validate,
 )
 from utils.errors import ArgumentParser, UserError
-from utils.files import check_output_dir, read_json
+from utils.files import read_json
 
 MASKINGS = ("subword", "whole_word", "span")
 P, O, D, S, C = "paths", "optimisation", "data", "seeds", "checkpoints and logging"
@@ -306,4 +306,3 @@ def _check(config: PretrainConfig) -> None:
     if config.model_config_path is None and config.init_from is None and config.checkpoint_path is None:
         raise UserError("--config_file is required (or --init_from / --checkpoint_path)")
     validate(config)  # each field's range (its `check`)
-    check_output_dir(config.output_dir)
