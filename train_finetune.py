@@ -47,27 +47,35 @@ from training.precision import resolve
 from training.run_config import record, resume_differences
 from training.schedules import build_schedule
 from utils.errors import UserError, run_cli
-from utils.files import write_json_atomic, write_text_atomic
+from utils.files import check_output_dir, write_json_atomic, write_text_atomic
 
 
 def main(argv=None) -> None:
-    run_distributed(finetune, parse_args(argv))
+    config = parse_args(argv)
+    check_output_dir(config.output_dir)  # a file, or not writable: refused before any work
+    run_distributed(finetune, config)
 
 
 def finetune(config: FinetuneConfig, info: DistInfo) -> None:
     # ---- set up: everything that can refuse the run comes before anything is written
     run = setup(config, info)
     config, out = run.config, Path(run.config.output_dir)
-    if info.is_main:
-        if run.state is None:  # records of a run that stopped before its first checkpoint: redone below
-            (out / "metrics.jsonl").unlink(missing_ok=True)
-        save_split(run.split_record, out / "split.json")
-        write_json_atomic(out / "run_args.json", record(config))
     lengths = np.array([len(f["input_ids"]) for f in run.train_features])
     steps_per_epoch = len(lengths) // config.batch_size  # the partial last batch is dropped
     trainer = build_trainer(run, config, info, steps_per_epoch * config.epochs)
     evaluated = evaluation_sets(run, config, info)
-    writer = CheckpointWriter(out, prefix="epoch", build=shadow_builder(run.model.config, run.head_record))
+    if info.is_main:  # the run's records once everything that can refuse it has passed
+        if run.state is None:  # records of a run that stopped before its first checkpoint: redone below
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+        save_split(run.split_record, out / "split.json")
+        write_json_atomic(out / "run_args.json", record(config))
+    tokenizer_json = Path(config.vocab_path).read_text() if config.vocab_path.endswith(".json") else None
+    writer = CheckpointWriter(
+        out,
+        prefix="epoch",
+        build=shadow_builder(run.model.config, run.head_record),
+        tokenizer_json=tokenizer_json or load_vocab(config.vocab_path)[0].to_str(),
+    )
     writer = writer if info.is_main else None
     logger = MetricsLogger(
         out, info.is_main, trainer.step, steps_per_epoch * config.epochs, config.tensorboard
@@ -97,9 +105,11 @@ def finetune(config: FinetuneConfig, info: DistInfo) -> None:
             trainer.fit(batches, epoch * steps_per_epoch, callbacks=[after_step])
             record_epoch(epoch, trainer, run, evaluated, info, logger, writer)
     finally:
-        if writer is not None:
-            writer.wait()
-        logger.close()
+        try:
+            if writer is not None:
+                writer.wait()  # a failed save (full disk) raises: the bar closes before its error line
+        finally:
+            logger.close()
 
     # ---- done
     if info.is_main:

@@ -36,12 +36,14 @@ from training.pretraining_phases import build_pretraining_data, phase_at, phases
 from training.run_config import record, resume_differences, with_legacy_values
 from training.schedules import build_schedule
 from utils.errors import UserError, run_cli
-from utils.files import read_json, write_json_atomic
+from utils.files import check_output_dir, read_json, write_json_atomic
 from utils.repro import set_seed
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_distributed(train, parse_args(argv))
+    config = parse_args(argv)
+    check_output_dir(config.output_dir)  # a file, or not writable: refused before any work
+    run_distributed(train, config)
 
 
 def train(config: PretrainConfig, info: DistInfo) -> None:
@@ -52,23 +54,44 @@ def train(config: PretrainConfig, info: DistInfo) -> None:
     trainer = build_trainer(model, config, info, state)
     phase = phase_at(all_phases, trainer.step)
     data = build_pretraining_data(config, phase.seq_length, "train")
+    data.steps_per_epoch(phase.batch_size)  # a corpus smaller than one batch: refused now
+    validation = {}  # seq_length -> the held-out PretrainingData, built when first needed
+    if config.validation_every:  # a held-out split too small (one document with NSP): refused now
+        try:
+            validation[phase.seq_length] = build_pretraining_data(config, phase.seq_length, "validation")
+            validation[phase.seq_length].steps_per_epoch(phase.batch_size)
+        except UserError as err:
+            raise UserError(f"--validation_every {config.validation_every}: {err}") from None
     run_record = record(config)
-    if info.is_main:
+    if info.is_main:  # the run's record once everything that can refuse it has passed
         write_json_atomic(out / "run_args.json", {**run_record, "world_size": info.world_size})
     kept = set(parse_checkpoint_steps(config.checkpoint_steps, config.max_steps)) | {config.max_steps}
-    writer = CheckpointWriter(out, keep_last=config.keep_last) if info.is_main else None
+    writer = None
+    if info.is_main:
+        tokenizer_json = Path(config.vocab_path).read_text() if config.vocab_path.endswith(".json") else None
+        writer = CheckpointWriter(
+            out, config.keep_last, dense=config.dense_checkpoints, tokenizer_json=tokenizer_json
+        )
     logger = MetricsLogger(out, info.is_main, trainer.step, config.max_steps, tensorboard=config.tensorboard)
     logger.message(
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, world size {info.world_size}, "
         f"{config.mixed_precision} precision, step {trainer.step} of {config.max_steps}"
         + (f" (resumed from {resume})" if resume else "")
     )
-    validation = {}  # seq_length -> the held-out PretrainingData, built when first needed
 
     # ---- the loop: the phases' steps (--long_after switches length and batch once)
     try:
         if trainer.step == 0 and 0 in kept:
-            save(writer, trainer, phase, info, run_record, kept, 0)
+            save(
+                writer,
+                trainer,
+                phase,
+                info,
+                run_record,
+                kept,
+                0,
+                resumable=config.dense_checkpoints == "full",
+            )
         for phase in all_phases:
             if trainer.step >= phase.end:
                 continue
@@ -81,9 +104,11 @@ def train(config: PretrainConfig, info: DistInfo) -> None:
             writer.wait()
         raise UserError(f"{err}; last good checkpoint: {latest_checkpoint(out) or 'none'}") from None
     finally:
-        if writer is not None:
-            writer.wait()
-        logger.close()
+        try:
+            if writer is not None:
+                writer.wait()  # a failed save (full disk) raises: the bar closes before its error line
+        finally:
+            logger.close()
 
     # ---- done
     barrier(info)
@@ -120,8 +145,12 @@ def run_phase(trainer, data, phase, config, info, logger, writer, run_record, ke
             )
             if config.validation_every and step % config.validation_every == 0:
                 validate(trainer, logger, config, info, phase, step, validation)
-            if step in kept or (config.save_every and step % config.save_every == 0) or stop:
-                save(writer, trainer, phase, info, run_record, kept, step)
+            rolling = (
+                (config.save_every and step % config.save_every == 0) or stop or step == config.max_steps
+            )
+            if step in kept or rolling:
+                resumable = rolling or config.dense_checkpoints == "full"
+                save(writer, trainer, phase, info, run_record, kept, step, resumable)
             if stop:
                 return True
             if step >= phase.end:
@@ -157,16 +186,21 @@ def validate(trainer: Trainer, logger: MetricsLogger, config, info: DistInfo, ph
     logger.log(step, trainer.evaluate(batches), prefix="val_")
 
 
-def save(writer, trainer: Trainer, phase, info: DistInfo, run_record: dict, kept: set, step: int) -> None:
+def save(
+    writer, trainer, phase, info: DistInfo, run_record: dict, kept: set, step: int, resumable=True
+) -> None:
+    """Checkpoint `step` on rank 0; resumable False: weights only (--dense_checkpoints weights)."""
     if writer is None:  # not rank 0
         return
-    full = {
-        "trainer": trainer.state_dict(),
-        "rng": rng_state(),
-        "seq_length": phase.seq_length,
-        "batch_size": phase.batch_size,
-        "world_size": info.world_size,
-    }
+    full = None
+    if resumable:
+        full = {
+            "trainer": trainer.state_dict(),
+            "rng": rng_state(),
+            "seq_length": phase.seq_length,
+            "batch_size": phase.batch_size,
+            "world_size": info.world_size,
+        }
     summary = {"tokens_seen": trainer.tokens_seen, "seq_length": phase.seq_length}
     writer.save(step, trainer.model, full, run_record, step in kept, summary)
 

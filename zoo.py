@@ -12,12 +12,10 @@
 
 import argparse
 import json
-import os
-import shutil
 from pathlib import Path
 
 from utils.errors import UserError, run_cli
-from utils.files import write_text_atomic
+from utils.files import check_output_dir, read_json, write_text_atomic
 
 
 class _Parser(argparse.ArgumentParser):
@@ -106,12 +104,30 @@ def cmd_plan(args) -> None:
     print(plan_report(spec, runs, zoo_dir, missing_inputs(spec)))
 
 
+def check_same_spec(zoo_dir: Path, spec_path: Path) -> None:
+    """A zoo folder holds one spec: another one (a changed grid, base model, split...) is refused, so
+    zoo_spec.json and the manifest keep describing the models in the folder."""
+    saved_path = zoo_dir / "zoo_spec.json"
+    if not saved_path.is_file():
+        return
+    saved, new = read_json(saved_path), read_json(spec_path, "spec")
+    if saved != new:
+        keys = sorted(set(saved) | set(new)) if isinstance(saved, dict) and isinstance(new, dict) else []
+        diff = next((k for k in keys if saved.get(k) != new.get(k)), None)
+        raise UserError(
+            f"--zoo_dir {zoo_dir} holds a zoo of another spec ({saved_path}"
+            + (f" differs from {spec_path} in {diff!r}" if diff else f" differs from {spec_path}")
+            + "): use another --zoo_dir, or the spec it was started with"
+        )
+
+
 def cmd_run(args) -> None:
     from zoo.manifest import write_manifest
     from zoo.plan import check_engines
     from zoo.runner import run_zoo
     from zoo.spec import missing_inputs
 
+    check_same_spec(Path(args.zoo_dir), Path(args.spec))  # before anything else is read or written
     spec, runs = _spec_and_runs(args)
     problems = missing_inputs(spec)
     if problems:
@@ -120,10 +136,9 @@ def cmd_run(args) -> None:
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     zoo_dir = Path(args.zoo_dir)
+    check_output_dir(zoo_dir, "--zoo_dir")
     (zoo_dir / "runs").mkdir(parents=True, exist_ok=True)
-    tmp = zoo_dir / f".zoo_spec.json.{os.getpid()}"
-    shutil.copyfile(args.spec, tmp)
-    tmp.replace(zoo_dir / "zoo_spec.json")  # status reads it
+    write_text_atomic(zoo_dir / "zoo_spec.json", Path(args.spec).read_text())  # status reads it
     gpus = [] if args.gpus == "none" else [g.strip() for g in args.gpus.split(",")] if args.gpus else None
     try:
         result = run_zoo(spec, zoo_dir, runs, args.workers, gpus, retry_failed=not args.skip_failed)

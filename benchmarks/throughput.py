@@ -11,6 +11,7 @@ gradient clipping at 1.0 and the same autocast; HF gets full-length -100-filled 
 interleaved in blocks (order alternating) after warm-up, so machine noise hits both. --ablations also
 times our model with one fast-path option switched back to the plain path (benchmarks/reference.py).
 MFU counts model FLOPs per token 6N + 12*L*d*s (N: parameters, unpadded vocabulary) for both models.
+Needs transformers (requirements-dev.txt; the package itself never imports it): a one-line error without.
 The checkpoint share prices the EarlyBERTs schedule (31 kept checkpoints up to step 40k) against 40k
 steps of the measured step time, saving with training.checkpoint.CheckpointWriter.
 """
@@ -282,8 +283,21 @@ def report(res: dict) -> None:
         )
 
 
+def require_transformers() -> None:
+    """The reference here is Hugging Face's BertForPreTraining: this benchmark (like the tests, not the
+    package) needs transformers, from requirements-dev.txt."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        raise UserError(
+            "benchmarks/throughput.py times our model against Hugging Face's BertForPreTraining and needs "
+            "transformers: pip install -r requirements-dev.txt"
+        ) from None
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    require_transformers()  # before any work, in one line
     cases = list(CASES) if args.case == "all" else [args.case]
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_") as tmp:

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from datetime import datetime, timezone
@@ -40,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data import babylm, cleaning, formats, sentences, shards, tokenization  # noqa: E402
 from data.tokenization import load_tokenizer, special_ids, tokenizer_hash  # noqa: E402
 from utils.errors import ArgumentParser, UserError, run_cli  # noqa: E402
-from utils.files import read_json, write_json_atomic, write_text_atomic  # noqa: E402
-from utils.shard import parse_shard
+from utils.files import check_output_dir, read_json, write_json_atomic, write_text_atomic  # noqa: E402
+from utils.shard import parse_shard  # noqa: E402
 
 FORMAT_VERSION = 2
 PIPELINE_MODULES = [sys.modules[__name__], cleaning, sentences, tokenization, formats, shards, babylm]
@@ -120,7 +121,9 @@ def process_pieces(out: Path, job: dict, indices: list[int], tokenizer_path: str
         # tokenizers runs one thread per process here: the processes already fill the cores
         saved = os.environ.get("TOKENIZERS_PARALLELISM")
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        pool = get_context("fork").Pool(min(workers, len(todo)), maxtasksperchild=16)
+        pool = get_context("fork").Pool(
+            min(workers, len(todo)), initializer=_ignore_sigint, maxtasksperchild=16
+        )
         os.environ.pop("TOKENIZERS_PARALLELISM") if saved is None else os.environ.update(
             TOKENIZERS_PARALLELISM=saved
         )
@@ -132,6 +135,12 @@ def process_pieces(out: Path, job: dict, indices: list[int], tokenizer_path: str
         if pool is not None:
             pool.terminate()
     print(f"{len(todo)} pieces processed in {time.perf_counter() - start:.2f}s")
+
+
+def _ignore_sigint() -> None:
+    """In a worker: Ctrl-C is the parent's to handle (it terminates the pool), so no worker prints its
+    own `Process ForkPoolWorker-N:` traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def merge_corpus(out: Path, tokenizer=None, force: bool = False) -> dict:
@@ -235,8 +244,7 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.time()
     out = Path(args.output_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--output_dir {out} is a file, not a folder")
+    check_output_dir(out)  # a file, or a folder that cannot be written: refused before any work
     if args.merge:
         meta = merge_corpus(out)
         return _report(out, meta, start)

@@ -119,9 +119,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch_size", type=int, default=1024, help="masked copies per forward pass")
     parser.add_argument("--max_pairs_per_paradigm", type=int, default=None, help="first N pairs of each")
     parser.add_argument("--blimp_dir", default=None, help="default: <data_root>/blimp/data")
-    parser.add_argument(
-        "--output_file", default=None, help="JSON (default: CHECKPOINT_PATH/blimp_SCORING.json)"
-    )
+    parser.add_argument("--output_file", default=None, help="JSON (default: OUTPUT_DIR/blimp_SCORING.json)")
+    parser.add_argument("--output_dir", default=None, help="folder of the JSON (default: CHECKPOINT_PATH)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
@@ -129,11 +128,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.max_pairs_per_paradigm is not None and args.max_pairs_per_paradigm < 1:
         raise UserError(f"--max_pairs_per_paradigm must be >= 1, got {args.max_pairs_per_paradigm}")
     from data.tokenization import load_tokenizer
+    from utils.files import check_output_dir
+
+    folder = Path(args.output_dir or args.checkpoint_path)
+    output = Path(args.output_file) if args.output_file else folder / f"blimp_{args.scoring}.json"
+    flag = "--output_file" if args.output_file else "--output_dir" if args.output_dir else "--checkpoint_path"
+    check_output_dir(output.parent, flag)  # before the evaluation, not after it
 
     checkpoints = find_checkpoints(args.checkpoint_path)
     pairs = load_blimp(args.blimp_dir or data_root() / "blimp" / "data", args.max_pairs_per_paradigm)
     device = pick_device(args.device)
-    output = Path(args.output_file or Path(args.checkpoint_path) / f"blimp_{args.scoring}.json")
     report = {"scoring": args.scoring, "max_pairs_per_paradigm": args.max_pairs_per_paradigm, "results": []}
     encoded = {}  # (tokenizer file, max length) -> encoded pairs: tokenize once per run
     for step, ckpt in checkpoints:

@@ -7,7 +7,16 @@ from pathlib import Path
 
 from finetune.tasks import TASK_NAMES
 from training.cli import HardwareFlags, OptimizerFlags, TensorboardFlags
-from training.run_config import HelpFormatter, add_flags, flag, from_namespace
+from training.run_config import (
+    HelpFormatter,
+    above,
+    add_flags,
+    at_least,
+    between,
+    flag,
+    from_namespace,
+    validate,
+)
 from utils.errors import ArgumentParser, UserError
 
 P, T, H, O, SP, X = "paths", "task", "head", "optimisation", "splits", "seeds, hardware, logging"
@@ -67,14 +76,19 @@ class FinetuneConfig(OptimizerFlags, HardwareFlags, TensorboardFlags):
         "exit after this epoch's records, as if the job's time ran out (continue with --resume)",
         group=P,
         may_differ=True,
+        check=at_least(0),
     )
 
     # task
-    max_seq_length: int | None = flag(None, "tokens per input (default 128; SQuAD 384)", group=T)
-    doc_stride: int = flag(128, "SQuAD: context tokens between the starts of two windows", group=T)
-    max_query_length: int = flag(64, "SQuAD: question tokens kept", group=T)
-    max_answer_length: int = flag(30, "SQuAD: longest answer span in tokens", group=T)
-    n_best_size: int = flag(20, "SQuAD: start/end candidates per window", group=T)
+    max_seq_length: int | None = flag(
+        None, "tokens per input (default 128; SQuAD 384)", group=T, check=at_least(4)
+    )
+    doc_stride: int = flag(
+        128, "SQuAD: context tokens between the starts of two windows", group=T, check=at_least(1)
+    )
+    max_query_length: int = flag(64, "SQuAD: question tokens kept", group=T, check=at_least(1))
+    max_answer_length: int = flag(30, "SQuAD: longest answer span in tokens", group=T, check=at_least(1))
+    n_best_size: int = flag(20, "SQuAD: start/end candidates per window", group=T, check=at_least(1))
 
     # head
     pooling: str = flag(
@@ -88,30 +102,47 @@ class FinetuneConfig(OptimizerFlags, HardwareFlags, TensorboardFlags):
     )
     head_activation: str = flag("gelu", "between MLP layers", group=H, choices=("relu", "gelu", "tanh"))
     head_dropout: float | None = flag(
-        None, "dropout before every head layer (default 0.1; SQuAD 0, as BERT's QA head)", group=H
+        None,
+        "dropout before every head layer (default 0.1; SQuAD 0, as BERT's QA head)",
+        group=H,
+        check=between(0, 1, high_open=True),
     )
     head_seed: int | None = flag(None, "seed of the head's random init (default: --seed)", group=H)
     freeze_encoder: bool = flag(False, "train the head only (linear probing)", group=H)
-    freeze_layers: int = flag(0, "keep the embeddings and the first N layers fixed", group=H)
+    freeze_layers: int = flag(
+        0, "keep the embeddings and the first N layers fixed", group=H, check=at_least(0)
+    )
 
     # optimisation (shared flags: training/cli.py)
-    epochs: int = flag(3, "passes over the training split", group=O)
-    batch_size: int = flag(32, "GLOBAL batch (examples; SQuAD windows) per optimizer step", group=O)
+    epochs: int = flag(3, "passes over the training split", group=O, check=at_least(1))
+    batch_size: int = flag(
+        32, "GLOBAL batch (examples; SQuAD windows) per optimizer step", group=O, check=at_least(1)
+    )
     scheduler: str = flag(
         "linear",
         "linear warmup then linear decay to 0 | constant | cosine to --min_lr_factor",
         group=O,
         choices=("linear", "constant", "cosine"),
     )
-    learning_rate: float = flag(3e-5, "peak learning rate of the encoder", group=O)
+    learning_rate: float = flag(3e-5, "peak learning rate of the encoder", group=O, check=above(0))
     head_learning_rate: float | None = flag(
-        None, "peak learning rate of the head (default: --learning_rate)", group=O
+        None, "peak learning rate of the head (default: --learning_rate)", group=O, check=above(0)
     )
-    warmup_proportion: float = flag(0.1, "warmup steps as a fraction of all steps", group=O)
-    min_lr_factor: float = flag(0.1, "cosine schedule: final LR as a fraction of the peak", group=O)
-    weight_decay: float = flag(0.01, "decoupled weight decay (not on biases, LayerNorm)", group=O)
-    label_smoothing: float = flag(0.0, "label smoothing of the classification loss", group=O)
-    bucket_batches: int = flag(100, "length grouping: sort within buckets of N batches", group=O)
+    warmup_proportion: float = flag(
+        0.1, "warmup steps as a fraction of all steps", group=O, check=between(0, 1)
+    )
+    min_lr_factor: float = flag(
+        0.1, "cosine schedule: final LR as a fraction of the peak", group=O, check=between(0, 1)
+    )
+    weight_decay: float = flag(
+        0.01, "decoupled weight decay (not on biases, LayerNorm)", group=O, check=at_least(0)
+    )
+    label_smoothing: float = flag(
+        0.0, "label smoothing of the classification loss", group=O, check=between(0, 1, high_open=True)
+    )
+    bucket_batches: int = flag(
+        100, "length grouping: sort within buckets of N batches", group=O, check=at_least(1)
+    )
 
     # splits
     split: str = flag(
@@ -123,26 +154,37 @@ class FinetuneConfig(OptimizerFlags, HardwareFlags, TensorboardFlags):
         choices=("glue", "resplit"),
     )
     split_fractions: list[float] = flag(
-        [0.8, 0.1, 0.1], "resplit: train,validation,test fractions", group=SP, parse=_float_list
+        [0.8, 0.1, 0.1],
+        "resplit: train,validation,test fractions",
+        group=SP,
+        parse=_float_list,
+        check=between(0, 1),
     )
     validation_fraction: float = flag(
         0.1,
         "glue: fraction of the train file held out as validation (0: validation = dev, as test)",
         group=SP,
+        check=between(0, 1, high_open=True),
     )
     split_seed: int = flag(0, "seed of the split (keep it fixed across a zoo)", group=SP)
     split_file: str | None = flag(
         None, "reuse a saved OUTPUT_DIR/split.json (verified against the data by hash)", group=SP
     )
-    max_train_examples: int | None = flag(None, "train on a seeded subset of the train split", group=SP)
+    max_train_examples: int | None = flag(
+        None, "train on a seeded subset of the train split", group=SP, check=at_least(1)
+    )
     eval_train_subset: int | None = flag(
-        None, "evaluate on at most N train examples (fixed subset)", group=SP
+        None, "evaluate on at most N train examples (fixed subset)", group=SP, check=at_least(1)
     )
 
     # seeds, hardware, logging (hardware flags: training/cli.py)
     seed: int = flag(42, "seed of data order and dropout (and the head, see --head_seed)", group=X)
-    eval_batch_size: int = flag(128, "batch size of evaluation (per process)", group=X, may_differ=True)
-    log_freq: int = flag(10, "training loss to tensorboard every N steps", group=X, may_differ=True)
+    eval_batch_size: int = flag(
+        128, "batch size of evaluation (per process)", group=X, may_differ=True, check=at_least(1)
+    )
+    log_freq: int = flag(
+        10, "training loss to tensorboard every N steps", group=X, may_differ=True, check=at_least(1)
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,27 +211,12 @@ def parse_args(argv=None) -> FinetuneConfig:
         args.head_seed = args.seed
     if args.head_learning_rate is None:
         args.head_learning_rate = args.learning_rate
-    for name in (
-        "epochs",
-        "batch_size",
-        "gradient_accumulation",
-        "eval_batch_size",
-        "bucket_batches",
-        "log_freq",
-    ):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.eval_train_subset is not None and args.eval_train_subset < 1:
-        raise UserError(f"--eval_train_subset must be >= 1, got {args.eval_train_subset}")
+    validate(args)  # each field's range (its `check`)
     if args.task == "squad" and args.max_seq_length < args.max_query_length + 4:
         raise UserError(
             f"--max_seq_length {args.max_seq_length} leaves no room for context after "
             f"--max_query_length {args.max_query_length}"
         )
-    if not 0.0 <= args.warmup_proportion <= 1.0:
-        raise UserError(f"--warmup_proportion must lie in [0, 1], got {args.warmup_proportion}")
-    if not 0.0 <= args.validation_fraction < 1.0:
-        raise UserError(f"--validation_fraction must lie in [0, 1), got {args.validation_fraction}")
     if args.checkpoint_path is None and not args.resume:
         raise UserError("--checkpoint_path is required (the pretrained model to start from)")
     for name in ("data_dir", "train_file", "dev_file", "checkpoint_path", "vocab_path", "split_file"):

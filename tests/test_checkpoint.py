@@ -55,10 +55,10 @@ def test_a_failed_write_leaves_the_good_checkpoint(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crash)  # dies after model.safetensors, before the rename
     writer.save(4, tiny, {"step": 4, "tensor": torch.zeros(1)}, {}, False, {})
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(UserError, match="disk full; the last good checkpoint is .*step_4, intact"):
         writer.wait()
     writer.save(5, tiny, {"step": 5}, {}, False, {})
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(UserError, match="disk full"):
         writer.wait()
     monkeypatch.undo()
     assert (tmp_path / "checkpoints" / "step_4" / "training_state.pt").read_bytes() == good

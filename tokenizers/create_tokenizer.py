@@ -26,6 +26,7 @@ from data.tokenization import (  # noqa: E402
     train_tokenizer,
 )
 from utils.errors import ArgumentParser, UserError, run_cli  # noqa: E402
+from utils.files import check_output_dir  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -46,6 +47,7 @@ def main(argv=None):
     output = Path(args.output_path)
     if output.is_dir():
         raise UserError(f"--output_path {output} is a folder; give a file name such as tokenizer.json")
+    check_output_dir(output.parent, "--output_path")  # before the training, not after it
     start = time.time()
     if args.from_vocab:
         tokenizer, lowercase = tokenizer_from_vocab(args.from_vocab, True if args.lowercase else None)

@@ -5,14 +5,19 @@ Each folder holds
                                    model.io.load_model(step_dir))
   args.json                        the run's arguments
   code_version.json                utils.repro.code_version(): git commit and dirty flag
+  tokenizer.json                   the run's tokenizer (when the run names one)
   training_state.pt                optimizer, scheduler, GradScaler, step, tokens seen, skipped steps,
-                                   RNG states, sequence-length phase (torch.load(weights_only=True))
+                                   RNG states, sequence-length phase (torch.load(weights_only=True));
+                                   only in resumable checkpoints
   checkpoint.json                  {"step", "kept", "tokens_seen", ...}: a small summary
-Written under checkpoints/.tmp_step_{N}/ and renamed into place, so a crash mid-save never leaves a
-broken step_{N}. Kept checkpoints (from --checkpoint_steps) stay forever; rolling ones (every
---save_every steps, for resuming) are pruned to the newest --keep_last.
+Written under checkpoints/.tmp_step_{N}/ and renamed into place, so a crash mid-save (or a full disk)
+never leaves a broken step_{N}. Kept checkpoints (from --checkpoint_steps) stay forever; rolling ones
+(every --save_every steps, for resuming) are pruned to the newest --keep_last. With dense="weights" a
+kept checkpoint holds no training_state.pt (weights only), unless it is also one of the newest
+--keep_last resumable ones; resuming reads the rolling checkpoints only (latest_checkpoint).
 """
 
+import errno
 import json
 import os
 import random
@@ -26,6 +31,7 @@ from torch import nn
 
 from model.io import load_model, save_model
 from utils.errors import UserError
+from utils.files import atomic_write, write_text_atomic
 from utils.repro import code_version
 
 PRESETS = {
@@ -106,6 +112,39 @@ def _fsync_dir_files(path: Path) -> None:
             os.fsync(fh.fileno())
 
 
+class _RecordingFile:
+    """A file object that keeps the OSError its write raised: torch.save turns it into an opaque
+    RuntimeError (`inline_container.cc ... unexpected pos`), which says nothing of a full disk."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self):
+        return self.f.flush()
+
+
+def save_torch_atomic(obj, path: Path) -> None:
+    """torch.save to `path` atomically; a failed write raises its OSError (ENOSPC: a full disk)."""
+
+    def write(f):
+        recording = _RecordingFile(f)
+        try:
+            torch.save(obj, recording)
+        except RuntimeError:
+            if recording.error is not None:
+                raise recording.error from None
+            raise
+
+    atomic_write(path, write)
+
+
 def step_dir(output_dir: Path, step: int) -> Path:
     return Path(output_dir) / "checkpoints" / f"step_{step}"
 
@@ -116,38 +155,62 @@ class CheckpointWriter:
     save() waits for the previous write first (so at most one is in flight); call wait() before exit.
     """
 
-    def __init__(self, output_dir: Path, keep_last: int = 2, prefix: str = "step", build=None):
+    def __init__(
+        self,
+        output_dir: Path,
+        keep_last: int = 2,
+        prefix: str = "step",
+        build=None,
+        dense: str = "full",
+        tokenizer_json: str | None = None,
+    ):
         self.root = Path(output_dir) / "checkpoints"
         self.keep_last = keep_last
+        self.dense = dense  # "weights": kept checkpoints lose training_state.pt outside the rolling window
+        self.tokenizer_json = tokenizer_json  # text of the run's tokenizer.json, copied into every checkpoint
         self.code_version = code_version()  # once per run: `git status` can take seconds
         self.prefix = prefix  # folder names {prefix}_{N}; fine-tuning writes epoch_{E}
         self.build = build  # makes the CPU twin (default type(model)(model.config); fine-tuning heads differ)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._shadow: nn.Module | None = None  # CPU copy of the model that the thread saves
+        self._writing: Path | None = None  # the folder being written
 
-    def save(self, step: int, model: nn.Module, state: dict, args: dict, kept: bool, info: dict) -> None:
+    def save(
+        self,
+        step: int,
+        model: nn.Module,
+        state: dict | None,
+        args: dict,
+        kept: bool,
+        info: dict,
+    ) -> None:
+        """Write checkpoint `step`; state None: weights only (not resumable)."""
         self.wait()
         if self._shadow is None:
             with torch.random.fork_rng(devices=[]):  # building it must not move the training RNG
                 self._shadow = (self.build() if self.build else type(model)(model.config)).to("cpu")
         self._shadow.load_state_dict(model.state_dict())  # device -> host copy, the only stall
-        state = _to_cpu(state)
+        state = None if state is None else _to_cpu(state)
         summary = {"step": step, "kept": kept, **info}
+        self._writing = self.root / f"{self.prefix}_{step}"
+        tmp = self.root / f".tmp_{self.prefix}_{step}"
 
         def write():
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
-                tmp = self.root / f".tmp_{self.prefix}_{step}"
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir()
                 save_model(self._shadow, tmp)
-                torch.save(state, tmp / "training_state.pt")
-                (tmp / "args.json").write_text(json.dumps(args, indent=2, sort_keys=True))
-                (tmp / "code_version.json").write_text(json.dumps(self.code_version, indent=2))
-                (tmp / "checkpoint.json").write_text(json.dumps(summary, indent=2))
+                if state is not None:
+                    save_torch_atomic(state, tmp / "training_state.pt")
+                if self.tokenizer_json is not None:
+                    write_text_atomic(tmp / "tokenizer.json", self.tokenizer_json)
+                write_text_atomic(tmp / "args.json", json.dumps(args, indent=2, sort_keys=True))
+                write_text_atomic(tmp / "code_version.json", json.dumps(self.code_version, indent=2))
+                write_text_atomic(tmp / "checkpoint.json", json.dumps(summary, indent=2))
                 _fsync_dir_files(tmp)
-                final = self.root / f"{self.prefix}_{step}"
+                final = self._writing
                 if final.exists():  # re-saving a step (after a resume): swap, never leave it missing
                     old = self.root / f".old_{self.prefix}_{step}"
                     shutil.rmtree(old, ignore_errors=True)
@@ -158,19 +221,27 @@ class CheckpointWriter:
                     tmp.rename(final)
                 self._prune()
             except BaseException as err:  # reported by the next wait()
+                shutil.rmtree(tmp, ignore_errors=True)  # a full disk: free what the failed write took
                 self._error = err
 
         self._thread = threading.Thread(target=write, name=f"checkpoint-{step}", daemon=False)
         self._thread.start()
 
     def _prune(self) -> None:
-        rolling = []
+        """Keep the newest --keep_last resumable checkpoints: older rolling ones go; older kept ones stay
+        whole (dense "full") or lose their training state (dense "weights")."""
+        resumable = []
         for d in self.root.glob(f"{self.prefix}_*"):
             summary = d / "checkpoint.json"
-            if summary.is_file() and not json.loads(summary.read_text()).get("kept", True):
-                rolling.append((int(d.name[len(self.prefix) + 1 :]), d))
-        for _, d in sorted(rolling)[: max(0, len(rolling) - self.keep_last)]:
-            shutil.rmtree(d, ignore_errors=True)
+            if summary.is_file() and (d / "training_state.pt").is_file():
+                kept = json.loads(summary.read_text()).get("kept", True)
+                if not kept or self.dense == "weights":
+                    resumable.append((int(d.name[len(self.prefix) + 1 :]), d, kept))
+        for _, d, kept in sorted(resumable)[: max(0, len(resumable) - self.keep_last)]:
+            if kept:
+                (d / "training_state.pt").unlink(missing_ok=True)
+            else:
+                shutil.rmtree(d, ignore_errors=True)
 
     def wait(self) -> None:
         if self._thread is not None:
@@ -178,6 +249,14 @@ class CheckpointWriter:
             self._thread = None
         if self._error is not None:
             err, self._error = self._error, None
+            if isinstance(err, OSError):  # a full disk, a folder made read-only, a quota: the user's to fix
+                what = "no space left on device" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+                last = latest_checkpoint(self.root.parent, self.prefix)
+                raise UserError(
+                    f"writing checkpoint {self._writing} failed: {what}"
+                    + (f" ({err.filename})" if err.filename else "")
+                    + f"; the last good checkpoint is {last or 'none'}, intact"
+                ) from None
             raise RuntimeError(f"writing a checkpoint failed: {err}") from err
 
 
@@ -216,6 +295,11 @@ def load_checkpoint(path: Path, load=None) -> tuple[nn.Module, dict, dict]:
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"--checkpoint_path {path}: no such checkpoint folder")
+    if (path / "model.safetensors").is_file() and not (path / "training_state.pt").is_file():
+        raise UserError(
+            f"checkpoint {path} holds weights only (no training_state.pt): resume from a rolling "
+            "checkpoint (--save_every), or start from these weights with --init_from"
+        )
     for name in ("model.safetensors", "config.json", "training_state.pt", "args.json"):
         if not (path / name).is_file():
             raise UserError(f"checkpoint {path} is incomplete: {name} is missing")

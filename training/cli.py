@@ -5,7 +5,7 @@ training/run_config.py), and their shared start-up. The commands' own defaults (
 from dataclasses import dataclass
 
 from training.distributed import cleanup, init_distributed
-from training.run_config import flag
+from training.run_config import above, at_least, between, flag
 
 
 @dataclass
@@ -13,11 +13,22 @@ class OptimizerFlags:
     optimizer: str = flag(
         "adamw", "AdamW (fused kernels) or LAMB", group="optimisation", choices=("adamw", "lamb")
     )
-    adam_beta1: float = flag(0.9, "first-moment decay (AdamW and LAMB)", group="optimisation")
-    adam_beta2: float = flag(0.999, "second-moment decay (ELC-BERT: 0.98)", group="optimisation")
-    adam_eps: float = flag(1e-6, "epsilon of AdamW / LAMB", group="optimisation")
-    max_gradient: float = flag(1.0, "clip the global gradient norm (0: no clipping)", group="optimisation")
-    gradient_accumulation: int = flag(1, "micro-steps per optimizer step", group="optimisation")
+    adam_beta1: float = flag(
+        0.9, "first-moment decay (AdamW and LAMB)", group="optimisation", check=between(0, 1, high_open=True)
+    )
+    adam_beta2: float = flag(
+        0.999,
+        "second-moment decay (ELC-BERT: 0.98)",
+        group="optimisation",
+        check=between(0, 1, high_open=True),
+    )
+    adam_eps: float = flag(1e-6, "epsilon of AdamW / LAMB", group="optimisation", check=at_least(0))
+    max_gradient: float = flag(
+        1.0, "clip the global gradient norm (0: no clipping)", group="optimisation", check=at_least(0)
+    )
+    gradient_accumulation: int = flag(
+        1, "micro-steps per optimizer step", group="optimisation", check=at_least(1)
+    )
 
 
 @dataclass
@@ -37,7 +48,7 @@ class HardwareFlags:
     )
     compile: bool = flag(False, "torch.compile the model", group="hardware", may_differ=True)
     dist_timeout_minutes: float = flag(
-        30.0, "a collective waiting longer fails the run", group="hardware", may_differ=True
+        30.0, "a collective waiting longer fails the run", group="hardware", may_differ=True, check=above(0)
     )
 
 

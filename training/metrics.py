@@ -1,7 +1,8 @@
 """Monitoring on rank 0: tensorboard scalars, OUTPUT_DIR/metrics.jsonl, a tqdm progress bar; and the one
 reduction of summed losses and metrics into averages (training windows and validation alike).
 
-metrics.jsonl has one JSON object per line: training lines carry `step`, `loss`, the per-term losses
+metrics.jsonl has one strict JSON object per line (a missing value, such as the loss of a window in which
+every step was skipped, is null; never NaN): training lines carry `step`, `loss`, the per-term losses
 (`mlm_loss`, `nsp_loss`), metrics (`mlm_acc`, `nsp_acc`), `lr`, `grad_norm`, `tokens_per_s`,
 `skipped_steps`, ...; validation lines carry `step` and `val_*` keys. On resume, lines (and tensorboard
 events) after the resumed step are dropped, so the log reads like one uninterrupted run.
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from utils.files import write_text_atomic
+from utils.files import strict_json, write_text_atomic
 
 TRAIN_KEYS = ("loss", "mlm_loss", "nsp_loss", "mlm_acc", "nsp_acc")  # the rest go under stats/
 
@@ -64,7 +65,7 @@ class MetricsLogger:
         if not self.enabled:
             return
         record = {"step": step, **{f"{prefix}{k}": v for k, v in values.items() if k != "step"}}
-        self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.write(json.dumps(strict_json(record), allow_nan=False) + "\n")  # NaN -> null
         self.jsonl.flush()
         if self.tb is not None:
             for k, v in values.items():

@@ -15,7 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training.cli import HardwareFlags, OptimizerFlags, TensorboardFlags
-from training.run_config import HelpFormatter, add_flags, derived, flag, flag_names, from_namespace
+from training.run_config import (
+    HelpFormatter,
+    above,
+    add_flags,
+    at_least,
+    between,
+    derived,
+    flag,
+    flag_names,
+    from_namespace,
+    validate,
+)
 from utils.errors import ArgumentParser, UserError
 from utils.files import read_json
 
@@ -65,17 +76,28 @@ class PretrainConfig(OptimizerFlags, HardwareFlags, TensorboardFlags):
         group=O,
         choices=("linear", "cosine", "constant"),
     )
-    learning_rate: float = flag(1e-4, "peak learning rate", group=O)
-    max_steps: int = flag(10_000, "total optimizer steps (the schedule spans them)", group=O)
+    learning_rate: float = flag(1e-4, "peak learning rate", group=O, check=above(0))
+    max_steps: int = flag(
+        10_000, "total optimizer steps (the schedule spans them)", group=O, check=at_least(1)
+    )
     warmup_proportion: float = flag(
-        0.01, "warmup steps as a fraction of --max_steps", group=O, may_differ=True
+        0.01, "warmup steps as a fraction of --max_steps", group=O, may_differ=True, check=between(0, 1)
     )
-    warmup_steps: int | None = flag(None, "warmup steps (overrides --warmup_proportion)", group=O)
-    min_lr_factor: float = flag(0.1, "cosine schedule: final LR as a fraction of the peak", group=O)
+    warmup_steps: int | None = flag(
+        None, "warmup steps (overrides --warmup_proportion)", group=O, check=at_least(0)
+    )
+    min_lr_factor: float = flag(
+        0.1, "cosine schedule: final LR as a fraction of the peak", group=O, check=between(0, 1)
+    )
     weight_decay: float = flag(
-        0.01, "decoupled weight decay (not on biases, LayerNorm, ELC layer weights)", group=O
+        0.01,
+        "decoupled weight decay (not on biases, LayerNorm, ELC layer weights)",
+        group=O,
+        check=at_least(0),
     )
-    max_trust_ratio: float | None = flag(None, "LAMB: clamp the trust ratio at this value", group=O)
+    max_trust_ratio: float | None = flag(
+        None, "LAMB: clamp the trust ratio at this value", group=O, check=above(0)
+    )
     param_groups: str = flag(
         "auto",
         "weight-decay groups and LAMB trust ratios: bert (no decay on biases, LayerNorm, ELC weights) | elc "
@@ -85,32 +107,50 @@ class PretrainConfig(OptimizerFlags, HardwareFlags, TensorboardFlags):
         choices=("auto", "bert", "elc"),
         legacy="bert",  # runs saved before the flag existed
     )
-    label_smoothing: float = flag(0.0, "label smoothing of the MLM/NSP cross-entropy", group=O)
+    label_smoothing: float = flag(
+        0.0, "label smoothing of the MLM/NSP cross-entropy", group=O, check=between(0, 1, high_open=True)
+    )
     max_skipped_steps: int = flag(
-        10, "stop after this many steps in a row with a non-finite loss or gradient", group=O, may_differ=True
+        10,
+        "stop after this many steps in a row with a non-finite loss or gradient",
+        group=O,
+        may_differ=True,
+        check=at_least(1),
     )
     # the tokens of a step are the same for any accumulation (and world size): a resume may change it
-    gradient_accumulation: int = flag(1, "micro-steps per optimizer step", group=O, may_differ=True)
+    gradient_accumulation: int = flag(
+        1, "micro-steps per optimizer step", group=O, may_differ=True, check=at_least(1)
+    )
 
     # data
-    seq_length: int = flag(128, "tokens per sequence (<= the model's max_position_embeddings)", group=D)
+    seq_length: int = flag(
+        128, "tokens per sequence (<= the model's max_position_embeddings)", group=D, check=at_least(8)
+    )
     batch_size: int = flag(
         256,
         "GLOBAL batch in sequences per optimizer step; must divide by world size x --gradient_accumulation",
         group=D,
+        check=at_least(1),
     )
     long_after: float = flag(
         1.0,
         "after this fraction of --max_steps, 4x --seq_length and a quarter of the "
         "batch (ELC-BERT: 0.9; 1.0 = never)",
         group=D,
+        check=between(0, 1, low_open=True),
     )
-    mask_p: float = flag(0.15, "fraction of tokens chosen for MLM", group=D)
-    short_p: float = flag(0.1, "probability of a shorter random-length sequence", group=D)
+    mask_p: float = flag(
+        0.15, "fraction of tokens chosen for MLM", group=D, check=between(0, 1, low_open=True)
+    )
+    short_p: float = flag(
+        0.1, "probability of a shorter random-length sequence", group=D, check=between(0, 1)
+    )
     masking: str = flag(
         "subword", "what is masked: single subwords, whole words, spans", group=D, choices=MASKINGS
     )
-    max_predictions: int | None = flag(None, "masked slots per sequence (default: from the data)", group=D)
+    max_predictions: int | None = flag(
+        None, "masked slots per sequence (default: from the data)", group=D, check=at_least(1)
+    )
     nsp: bool | None = flag(
         None,
         "train next-sentence prediction (default: the model config's next_sentence_prediction)",
@@ -132,6 +172,7 @@ class PretrainConfig(OptimizerFlags, HardwareFlags, TensorboardFlags):
         "saved resolved",
         group=D,
         legacy=1,
+        check=at_least(1),
     )
 
     # seeds
@@ -149,20 +190,43 @@ class PretrainConfig(OptimizerFlags, HardwareFlags, TensorboardFlags):
         may_differ=True,
     )
     save_every: int = flag(
-        1000, "rolling checkpoint for resuming every N steps (0: off)", group=C, may_differ=True
+        1000,
+        "rolling checkpoint for resuming every N steps (0: off)",
+        group=C,
+        may_differ=True,
+        check=at_least(0),
     )
-    keep_last: int = flag(2, "rolling checkpoints kept", group=C, may_differ=True)
+    dense_checkpoints: str = flag(
+        "auto",
+        "what a --checkpoint_steps checkpoint holds: weights (model.safetensors, config, tokenizer, args; "
+        "the optimizer state only in the rolling --save_every ones and the final step) | full (also "
+        "training_state.pt) | auto: weights when --checkpoint_steps names a preset (earlyberts, multiberts, "
+        "log), else full; saved resolved",
+        group=C,
+        choices=("auto", "weights", "full"),
+        may_differ=True,
+    )
+    keep_last: int = flag(2, "rolling checkpoints kept", group=C, may_differ=True, check=at_least(1))
     stop_at_step: int | None = flag(
         None,
         "save and exit after this step, as if the job's time ran out (resume later)",
         group=C,
         may_differ=True,
+        check=at_least(1),
     )
-    log_freq: int = flag(10, "log training metrics every N steps", group=C, may_differ=True)
+    log_freq: int = flag(
+        10, "log training metrics every N steps", group=C, may_differ=True, check=at_least(1)
+    )
     validation_every: int = flag(
-        0, "validation loss on held-out documents every N steps", group=C, may_differ=True
+        0,
+        "validation loss on held-out documents every N steps (0: none)",
+        group=C,
+        may_differ=True,
+        check=at_least(0),
     )
-    validation_batches: int = flag(10, "batches (of --batch_size) per validation", group=C, may_differ=True)
+    validation_batches: int = flag(
+        10, "batches (of --batch_size) per validation", group=C, may_differ=True, check=at_least(1)
+    )
     allow_override: bool = flag(
         False,
         "resume or reuse an output folder even when run-defining arguments differ",
@@ -221,6 +285,10 @@ def parse_args(argv: list[str] | None) -> PretrainConfig:
     config = from_namespace(PretrainConfig, args)
     config.model_config_path = None if model_config_path is None else str(model_config_path)
     _check(config)
+    if config.dense_checkpoints == "auto":
+        presets = {"earlyberts", "multiberts", "log"}
+        named = {item.strip().split(":")[0] for item in config.checkpoint_steps.split(",")}
+        config.dense_checkpoints = "weights" if named & presets else "full"
     config.init_seed = config.seed if config.init_seed is None else config.init_seed
     config.data_seed = config.seed if config.data_seed is None else config.data_seed
     if config.warmup_steps is None:
@@ -237,10 +305,4 @@ def _check(config: PretrainConfig) -> None:
             raise UserError(f"--{name} is required")
     if config.model_config_path is None and config.init_from is None and config.checkpoint_path is None:
         raise UserError("--config_file is required (or --init_from / --checkpoint_path)")
-    for name in ("seq_length", "batch_size", "max_steps", "gradient_accumulation", "log_freq"):
-        if getattr(config, name) < 1:
-            raise UserError(f"--{name} must be >= 1, got {getattr(config, name)}")
-    if not 0.0 < config.long_after <= 1.0:
-        raise UserError(f"--long_after must lie in (0, 1], got {config.long_after}")
-    if not 0.0 <= config.warmup_proportion <= 1.0:
-        raise UserError(f"--warmup_proportion must lie in [0, 1], got {config.warmup_proportion}")
+    validate(config)  # each field's range (its `check`)

@@ -10,6 +10,7 @@ by the command after parsing (resolved paths, seeds, the model config) and are r
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import MISSING, asdict, fields
@@ -26,12 +27,15 @@ def flag(
     required: bool = False,
     no_help: str | None = None,
     legacy=MISSING,
+    check=None,
 ):
     """A flag field. bool fields become switches (default True: also --no_NAME, described by no_help);
     `bool | None` fields a --NAME / --no_NAME pair; parse(str) converts a value (e.g. comma lists).
-    legacy: the value that runs saved before this flag existed used, when it is not the default."""
+    legacy: the value that runs saved before this flag existed used, when it is not the default.
+    check: the values allowed, e.g. `at_least(0)`, `between(0, 1, high_open=True)` (see validate)."""
     meta = dict(
         legacy=legacy,
+        check=check,
         cli=True,
         help=help,
         group=group,
@@ -49,6 +53,57 @@ def flag(
 def derived(default=None, *, may_differ: bool = False):
     """A recorded field that no flag sets: the command fills it in after parsing."""
     return dataclasses.field(default=default, metadata=dict(cli=False, may_differ=may_differ))
+
+
+class Range:
+    """Allowed numbers of a flag: [low, high] with either end open or absent; never NaN or infinite."""
+
+    def __init__(self, low=None, high=None, low_open: bool = False, high_open: bool = False):
+        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
+
+    def allows(self, value) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and not (value > self.low if self.low_open else value >= self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"must be {'>' if self.low_open else '>='} {self.low}"
+        if self.low is None:
+            return f"must be {'<' if self.high_open else '<='} {self.high}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"must lie in {left}{self.low}, {self.high}{right}"
+
+
+def at_least(low) -> Range:
+    return Range(low)
+
+
+def above(low) -> Range:
+    return Range(low, low_open=True)
+
+
+def between(low, high, low_open: bool = False, high_open: bool = False) -> Range:
+    return Range(low, high, low_open, high_open)
+
+
+def validate(config) -> None:
+    """Refuse (UserError naming the flag) a value outside its field's `check`, and NaN in any number
+    field; None (a value decided later, or off) passes. Each command calls it on its parsed config, so a
+    new flag's check lives in its field."""
+    from utils.errors import UserError
+
+    for f in fields(config):
+        value, check = getattr(config, f.name), f.metadata.get("check")
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if (check is not None and not check.allows(v)) or (isinstance(v, float) and math.isnan(v)):
+                rule = check or "must be a number"
+                raise UserError(f"--{f.name} {rule}, got {value}")
 
 
 def default_of(f: dataclasses.Field):

@@ -20,9 +20,14 @@ def run_cli(main: Callable[[], object]) -> None:
     """Run a command's main(); turn UserError into `error: ...` on stderr and exit code 2."""
     try:
         main()
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except UserError as err:  # the first line only: a library's explanation below it is not ours to repeat
+        lines = str(err).strip().splitlines()
+        print(f"error: {lines[0] if lines else type(err).__name__}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as err:  # a full disk, a read-only folder, a quota: one line naming the file
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}", file=sys.stderr)
+        sys.exit(1)

@@ -24,11 +24,42 @@ def read_json(path, what: str = "file"):
         raise UserError(f"{path}: not valid JSON ({err})") from None
 
 
+def strict_json(value):
+    """`value` with every NaN or infinite float (a loss of a window whose steps were all skipped) made None:
+    what json.dumps(..., allow_nan=False) accepts, and strict JSON readers read back as null."""
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    return value
+
+
 def umask_mode(base: int = 0o666) -> int:
     """`base` with the process umask applied (0o666 for files, 0o777 for folders)."""
     mask = os.umask(0)
     os.umask(mask)
     return base & ~mask
+
+
+def check_output_dir(path, flag: str = "--output_dir") -> Path:
+    """Refuse, before anything is written, an output folder that is a file or cannot be written to (read
+    only, no permission): the folder, or the nearest existing folder above it, gets a probe file."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file, not a folder" if existing == path else f"lies under the file {existing}"
+        raise UserError(f"{flag} {path} {what}")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write_probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UserError(f"{flag} {path}: cannot write in {existing} ({err.strerror})") from None
+    return path
 
 
 def atomic_write(path: str | Path, write) -> Path:

@@ -22,6 +22,7 @@ import os
 import struct
 from pathlib import Path
 
+from utils.files import strict_json
 from zoo import runs as rf
 
 FIRST = ["run_id", "stage", "task", "parent_run", "parent_epoch", "lineage", "epoch", "step"]
@@ -211,7 +212,10 @@ def write_manifest(zoo_dir) -> list[dict]:
     zoo_dir = Path(zoo_dir)
     rows = build_rows(zoo_dir)
     cols = columns(rows)
-    jsonl = "".join(json.dumps({c: r.get(c) for c in cols}) + "\n" for r in rows)
+    # strict JSON: a NaN that an older metrics.jsonl holds becomes null
+    jsonl = "".join(
+        json.dumps(strict_json({c: r.get(c) for c in cols}), allow_nan=False) + "\n" for r in rows
+    )
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(cols)
