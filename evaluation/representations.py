@@ -9,7 +9,6 @@ of the weights' hash, the tokenizer's hash, the data file's hash, the subsample 
 import hashlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 
 from evaluation.checkpoints import autocast, file_hash
 from evaluation.conllu import Treebank
+from utils.files import temp_dir_beside
 
 POOLINGS = ("first", "mean")
 
@@ -122,7 +122,7 @@ def cached_representations(
     if (final / "kept.npy").is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}."))
+    tmp = temp_dir_beside(final)
     try:
         extract(model, tokenizer, treebank, pooling, tmp, batch_size, device)
         meta = {"data": str(treebank.path), "pooling": pooling, "max_sentences": max_sentences}

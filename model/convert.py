@@ -16,16 +16,16 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from model.config import ModelConfig
 from model.io import load_model, load_state, read_safetensors, save_model
 from model.pretraining_model import PretrainingModel
 from utils.errors import ArgumentParser, UserError, run_cli
+from utils.files import atomic_write, temp_dir_beside
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 # HF config key -> (our key, default when absent: BertConfig's defaults; None = required)
@@ -221,7 +221,8 @@ def save_hf_bert(model: PretrainingModel, out_dir) -> None:
         position_embedding_type="absolute",
         tie_word_embeddings=True,
     )
-    save_file(hf_state, out_dir / "model.safetensors", metadata={"format": "pt"})
+    data = save(hf_state, metadata={"format": "pt"})  # bytes: save_file would make the file 0600
+    atomic_write(out_dir / "model.safetensors", lambda f: f.write(data))
     (out_dir / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
 
 
@@ -230,7 +231,7 @@ def write_folder(output_dir: Path, write) -> None:
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
         raise UserError(f"--output_dir {output_dir} already exists and is not empty")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}."))
+    tmp = temp_dir_beside(output_dir)
     try:
         write(tmp)
         if output_dir.exists():

@@ -16,11 +16,10 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from utils.errors import UserError
-from utils.files import umask_mode, write_json_atomic, write_text_atomic
+from utils.files import temp_dir_beside, write_json_atomic, write_text_atomic
 
 SPECIAL_TOKENS = {
     "unk_token": "[UNK]",
@@ -135,7 +134,7 @@ def export_hub_repo(run_dir: Path, output_dir: Path) -> list[str]:
     for _, ckpt in checkpoints:  # refuse before writing anything: unknown tokenizer, unexportable model
         find_tokenizer(ckpt)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}."))
+    tmp = temp_dir_beside(output_dir)
     branches = [f"step{s}" for s, _ in checkpoints]
     lfs = _has_lfs()
     try:
@@ -155,7 +154,6 @@ def export_hub_repo(run_dir: Path, output_dir: Path) -> list[str]:
             _git(tmp, "add", "-A")
             _git(tmp, "commit", "-q", "-m", f"{run_dir.name}: step {step}")
         _git(tmp, "checkout", "-q", "-B", "main", branches[-1])  # main: the final model
-        os.chmod(tmp, umask_mode(0o777))  # mkdtemp made it 0700
         if output_dir.exists():
             output_dir.rmdir()
         os.replace(tmp, output_dir)

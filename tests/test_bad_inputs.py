@@ -358,13 +358,18 @@ def test_ctrl_c_in_preprocess_is_one_line(world, tmp_path, data_root):
 
 
 def test_files_respect_the_umask(world, tmp_path, capsys):
+    from model.convert import main as convert
+
     old = os.umask(0o022)
     try:
         code, err = cli(train_pretrain.main, pretrain_argv(world, tmp_path / "run"), capsys)
+        assert code == 0, err
+        step = sorted((tmp_path / "run" / "checkpoints").iterdir())[-1]
+        code, err = cli(convert, ["--to_hf", str(step), "--output_dir", str(tmp_path / "hf")], capsys)
+        assert code == 0, err
     finally:
         os.umask(old)
-    assert code == 0, err
-    for path in (tmp_path / "run").rglob("*"):
+    for path in [tmp_path / "hf", *(tmp_path / "run").rglob("*"), *(tmp_path / "hf").rglob("*")]:
         assert path.stat().st_mode & 0o777 == (0o755 if path.is_dir() else 0o644), path
 
 

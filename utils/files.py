@@ -91,3 +91,13 @@ def save_npy_atomic(path: str | Path, array) -> Path:
     import numpy as np
 
     return atomic_write(path, lambda f: np.save(f, array))
+
+
+def temp_dir_beside(target: str | Path) -> Path:
+    """A new empty folder beside `target` (to fill, then rename to it), with the umask's mode (mkdtemp alone
+    makes it 0700, unreadable to colleagues once renamed)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    os.chmod(tmp, umask_mode(0o777))
+    return tmp

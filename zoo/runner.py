@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from utils.errors import UserError
+from utils.files import atomic_write
 from utils.paths import REPO_ROOT
 from zoo import runs as rf
 from zoo.plan import Run, finetune_argv, pretrain_argv
@@ -86,7 +87,7 @@ def prepare(spec: ZooSpec, run: Run, zoo_dir: Path) -> list[str]:
 def finalize(spec: ZooSpec, folder: Path) -> None:
     """Storage post-processing of a completed run (idempotent): drop rolling checkpoints and, unless
     kept, optimizer states; cast weights to bf16 when the spec asks; then mark the run finalized."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     record = rf.read_json(folder / "zoo_run.json")
     keep = {rf.state_dir(folder, record, e).name for e in record["state_epochs"]}
@@ -102,8 +103,8 @@ def finalize(spec: ZooSpec, folder: Path) -> None:
             weights = load_file(d / "model.safetensors")
             if any(v.dtype == torch.float32 for v in weights.values()):
                 cast = {k: v.bfloat16() if v.is_floating_point() else v for k, v in weights.items()}
-                save_file(cast, d / ".model.safetensors.tmp", metadata={"format": "pt"})
-                os.replace(d / ".model.safetensors.tmp", d / "model.safetensors")
+                data = save(cast, metadata={"format": "pt"})  # bytes: save would make the file 0600
+                atomic_write(d / "model.safetensors", lambda f, data=data: f.write(data))
     rf.write_json(folder / "zoo_done.json", {**rf.read_json(folder / "zoo_done.json"), "finalized": True})
 
 
