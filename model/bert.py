@@ -6,11 +6,20 @@ tied to the word embeddings with its own bias. One deliberate difference: query,
 fused Linear of 3H (HF keeps three; import/export splits and concatenates them).
 """
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from model.common import zero_vocab_padding
+
+
+@dataclass
+class BertOptions:
+    """BERT's own knobs: flat keys of ModelConfig, read here as config.<name> (the rule: model/config.py)."""
+
+    type_vocab_size: int = 2  # token-type (segment) embeddings; 0 for ltg
 
 
 class BertEmbeddings(nn.Module):

@@ -1,17 +1,30 @@
-"""Model configuration: one dataclass, read from and written to JSON. Every knob of the model is a field."""
+"""Model configuration: one dataclass, read from and written to JSON. Every knob of the model is a field.
+
+Where a knob lives (config.json stays one flat object either way):
+- a knob of one backbone is a field of that backbone's options dataclass, next to the code that reads it
+  as `config.<name>`: BertOptions in model/bert.py, LtgOptions in model/ltg.py. ModelConfig inherits
+  every options class, so the field is a key of ModelConfig and of config.json; nothing else to edit.
+- a knob every backbone reads (sizes, dropout, ELC mixing, heads) is a field of ModelConfig below.
+Give a new knob the default that reproduces the model without it: configs and checkpoints saved before
+it lack the key and load with that default. An unknown key is refused (a misspelt knob never becomes a
+silent default); a field's type is checked on load (bool, int, float, str).
+"""
 
 import dataclasses
 from dataclasses import dataclass
 
+from model.bert import BertOptions
+from model.ltg import LtgOptions
 from utils.errors import UserError
 from utils.files import read_json, write_json_atomic
 
 BACKBONES = ("bert", "ltg")
 LAYER_WEIGHTINGS = ("none", "base", "zero", "normalized", "weighted_output", "base_residual")
+BACKBONE_OPTIONS = (BertOptions, LtgOptions)
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(*BACKBONE_OPTIONS):
     backbone: str = "bert"  # "bert": Devlin et al. 2019; "ltg": LTG-BERT (relative positions, GEGLU)
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -19,12 +32,10 @@ class ModelConfig:
     num_attention_heads: int = 12
     intermediate_size: int = 3072
     max_position_embeddings: int = 512
-    type_vocab_size: int = 2  # token-type (segment) embeddings; 0 for ltg
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
     layer_norm_eps: float = 1e-12
-    initializer_range: float = 0.02  # bert only; ltg uses std sqrt(2 / (5 * hidden))
-    position_bucket_size: int = 32  # ltg relative positions: exact within +-bucket/2, log-bucketed beyond
+    initializer_range: float = 0.02  # bert's init and the fine-tuning heads'; ltg's encoder uses sqrt(2/(5H))
     # ELC-BERT layer mixing: none | base | zero | normalized | weighted_output (the reference files), or
     # base_residual (ours: base weights, layers stored as in zero; see model/layer_weighting.py)
     layer_weighting: str = "none"
@@ -102,3 +113,18 @@ class ModelConfig:
 
     def to_json(self, path) -> None:
         write_json_atomic(path, self.to_dict())
+
+
+def _check_knob_names() -> None:
+    """Two declarations of one name would silently share a key: each knob is declared once."""
+    seen: dict[str, str] = {}
+    own = set(ModelConfig.__annotations__)
+    for options in BACKBONE_OPTIONS:
+        for field in dataclasses.fields(options):
+            other = seen.get(field.name) or ("ModelConfig" if field.name in own else None)
+            if other:
+                raise TypeError(f"model knob {field.name!r} is declared by {options.__name__} and {other}")
+            seen[field.name] = options.__name__
+
+
+_check_knob_names()

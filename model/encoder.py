@@ -58,7 +58,9 @@ class Encoder(nn.Module):
         """Softmaxed ELC weights, for logging; empty without layer weighting."""
         return {} if self.layer_weighting is None else self.layer_weighting.softmaxed()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
+    def forward(
+        self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False, pool=True
+    ):
         # input_ids [B,S]; attention_mask [B,S] 1 = token, 0 = pad, None = no padding; token_type_ids [B,S]
         # or None (all segment A; ignored by backbones without token types)
         check_length(input_ids, self.config)
@@ -75,5 +77,5 @@ class Encoder(nn.Module):
             states.append(x)
         if weighting is not None and weighting.output_weights is not None:
             x = weighting.mix(weighting.output_weights, states)
-        pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None  # [B,H]
+        pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None and pool else None  # [B,H]
         return EncoderOutput(x, states if output_hidden_states else None, pooled)

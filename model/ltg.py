@@ -12,12 +12,20 @@ and under our own "base_residual".
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from model.common import zero_vocab_padding
+
+
+@dataclass
+class LtgOptions:
+    """LTG-BERT's own knobs: flat keys of ModelConfig, read here as config.<name> (rule: model/config.py)."""
+
+    position_bucket_size: int = 32  # relative positions: exact within +-bucket/2, log-bucketed beyond
 
 
 def make_log_bucket_position(relative_pos: torch.Tensor, bucket_size: int, max_position: int) -> torch.Tensor:

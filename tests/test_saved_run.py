@@ -5,8 +5,9 @@ batch 4 x length 32 on the fixture books, seed 5: its tokenizer, run_args.json, 
 the step-4 weights; tests/fixtures/corpus_2026_12_01: the processed corpus it trained on.
 tests/fixtures/finetune_2026_12_01: SST-2 fine-tuning of that step-2 model, stopped
 after epoch 1 of 2: run_args.json, split.json, metrics.jsonl, the epoch-1 checkpoint and the weights
-the uninterrupted run had after epoch 2. Also: a config.json without a key that a later model knob adds
-loads with the knob's default."""
+the uninterrupted run had after epoch 2. tests/fixtures/run_nonsp_2026_12_01: the NSP run's model trained
+MLM only (--no_nsp), its step-2 checkpoint and step-4 weights. Also: a config.json without a key that a
+later model knob adds loads with the knob's default."""
 
 import json
 import shutil
@@ -23,6 +24,7 @@ from utils.paths import REPO_ROOT
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "run_2026_12_01"
 MLM_ONLY = REPO_ROOT / "tests" / "fixtures" / "run_mlm_2026_12_01"  # the same without an NSP head
+NO_NSP = REPO_ROOT / "tests" / "fixtures" / "run_nonsp_2026_12_01"  # FIXTURE's model trained --no_nsp
 TOKENIZER = FIXTURE / "tokenizer.json"
 CORPUS = REPO_ROOT / "tests" / "fixtures" / "corpus_2026_12_01"  # processed on 2026-12-01 (format 1)
 FLAGS = {
@@ -87,6 +89,36 @@ def test_saved_run_resumes_bitwise(corpus, tmp_path, fixture):
     expected = without_unused_pooler(load_file(fixture / "step_4_model.safetensors"), fixture)
     assert resumed.keys() == expected.keys()
     assert all(torch.equal(resumed[k], expected[k]) for k in expected)
+
+
+def test_saved_no_nsp_run_with_an_nsp_head_resumes_bitwise(corpus, tmp_path):
+    """MLM only on a model with an NSP head, as that day's code ran it: the head and the pooler sat in
+    the optimizer with zero gradients (a 0.0 * nsp_logits term), so weight decay shrank their weights.
+    Today they are frozen. Every trained parameter still matches that day's run bitwise, fresh and
+    resumed; the frozen ones keep their values, and their optimizer state its entries."""
+    head = ("nsp_head.", "encoder.pooler.")
+    run(NO_NSP, corpus, TOKENIZER, tmp_path / "fresh", "--no_nsp")
+    fresh = load_file(tmp_path / "fresh" / "checkpoints" / "step_2" / "model.safetensors")
+    saved = load_file(NO_NSP / "checkpoints" / "step_2" / "model.safetensors")
+    assert fresh.keys() == saved.keys()
+    assert all(torch.equal(fresh[k], saved[k]) for k in saved if not k.startswith(head))
+    copy_run(NO_NSP, tmp_path / "old", corpus, TOKENIZER)
+    run(NO_NSP, corpus, TOKENIZER, tmp_path / "old", "--no_nsp")
+    resumed = load_file(tmp_path / "old" / "checkpoints" / "step_4" / "model.safetensors")
+    expected = load_file(NO_NSP / "step_4_model.safetensors")
+    frozen = [k for k in saved if k.startswith(head)]
+    assert len(frozen) == 4 and all(torch.equal(resumed[k], saved[k]) for k in frozen)
+    assert resumed.keys() == expected.keys()
+    assert all(torch.equal(resumed[k], expected[k]) for k in expected if k not in frozen)
+    before, after = (
+        torch.load(d / "training_state.pt", weights_only=True)["trainer"]["optimizer"]
+        for d in (NO_NSP / "checkpoints" / "step_2", tmp_path / "old" / "checkpoints" / "step_4")
+    )
+    assert before.keys() == after.keys() and before["state"].keys() == after["state"].keys()
+    untouched = [
+        i for i, s in before["state"].items() if all(torch.equal(s[x], after["state"][i][x]) for x in s)
+    ]
+    assert len(untouched) == 4  # the frozen parameters' entries, saved as loaded
 
 
 def test_saved_checkpoint_loads_without_a_later_key_and_converts(tmp_path):

@@ -131,3 +131,36 @@ def test_state_dict_round_trip_includes_the_grad_scaler():
     other.load_state_dict(state)
     assert other.scaler.state_dict() == trainer.scaler.state_dict()
     assert (other.step, other.skipped_steps) == (5, trainer.skipped_steps)
+
+
+@pytest.mark.parametrize("backbone", ["bert", "ltg"])
+def test_mlm_only_on_a_model_with_an_nsp_head_freezes_exactly_that_head(backbone, capsys):
+    from model import ModelConfig, PretrainingModel
+    from training.pretraining_objective import PretrainingObjective
+
+    config = ModelConfig(backbone=backbone, vocab_size=64, hidden_size=16, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=32, max_position_embeddings=32,
+                         type_vocab_size=2 if backbone == "bert" else 0)  # fmt: skip
+    torch.manual_seed(0)
+    model = PretrainingModel(config)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = build_optimizer(model, "adamw", 1e-2, 0.1)  # weight decay: it would shrink a stepped head
+    trainer = Trainer(
+        model, optimizer, build_schedule("constant", optimizer, 10), PretrainingObjective(nsp=False)
+    )
+    head = [n for n, _ in model.named_parameters() if n.startswith(("nsp_head.", "encoder.pooler."))]
+    assert trainer.frozen == head and len(head) == 4  # BERT: pooler + linear; LTG: its MLP's two Linears
+    assert "frozen, not trained by this objective: " + ", ".join(head) in capsys.readouterr().out
+    g = torch.Generator().manual_seed(1)
+    batch = {"input_ids": torch.randint(5, 64, (4, 12), generator=g), "attention_mask": torch.ones(4, 12),
+             "masked_positions": torch.randint(0, 12, (4, 3), generator=g),
+             "masked_labels": torch.randint(5, 64, (4, 3), generator=g)}  # fmt: skip
+    with torch.no_grad():
+        assert model(**{k: v for k, v in batch.items() if k != "masked_labels"}, nsp=False).nsp_logits is None
+    trainer.train_step([batch])
+    after = model.state_dict()
+    changed = {k for k in after if not torch.equal(before[k], after[k])}
+    trained = {n for n, p in model.named_parameters() if n not in head}
+    assert changed == trained  # every other parameter trained, the head and pooler untouched
+    assert all(not p.requires_grad and p.grad is None for n, p in model.named_parameters() if n in head)
+    assert len(optimizer.state) == len(trained)  # no moments for the frozen head

@@ -203,8 +203,11 @@ def test_kill_9_at_a_random_moment_then_resume(straight, processed_corpus, token
     assert not list((out / "checkpoints").glob(".tmp_*"))
 
 
-def test_two_ranks_equal_one_rank_with_accumulation(processed_corpus, tokenizer_path, tmp_path):
-    common = dict(max_steps=6, batch_size=8, save_every=0)
+@pytest.mark.parametrize("nsp", [True, False], ids=["mlm_nsp", "no_nsp"])
+def test_two_ranks_equal_one_rank_with_accumulation(processed_corpus, tokenizer_path, tmp_path, nsp):
+    # no_nsp: MLM only on a model with an NSP head; DDP (no unused-parameter search) must not wait for the
+    # frozen head's gradients, and the head stays as initialised
+    common = dict(max_steps=6, batch_size=8, save_every=0, no_nsp=not nsp, checkpoint_steps=0)
     one = tmp_path / "one"
     train_pretrain.main(argv(processed_corpus, tokenizer_path, one, gradient_accumulation=2, **common))
     two = tmp_path / "two"
@@ -223,10 +226,14 @@ def test_two_ranks_equal_one_rank_with_accumulation(processed_corpus, tokenizer_
     a, b = train_lines(one), train_lines(two)
     assert [m["step"] for m in a] == [m["step"] for m in b] == list(range(1, 7))
     for x, y in zip(a, b):
-        for key in ("loss", "mlm_loss", "nsp_loss"):
+        for key in ("loss", "mlm_loss", "nsp_loss")[: 3 if nsp else 2]:
             assert abs(x[key] - y[key]) < 1e-5, (key, x, y)
+        assert ("nsp_loss" in x) == ("nsp_loss" in y) == nsp
     assert json.loads((two / "run_args.json").read_text())["world_size"] == 2
     assert same_weights(one / "checkpoints" / "step_6", two / "checkpoints" / "step_6", atol=1e-5)
+    init, final = weights(two / "checkpoints" / "step_0"), weights(two / "checkpoints" / "step_6")
+    head = [k for k in init if k.startswith(("nsp_head.", "encoder.pooler."))]
+    assert len(head) == 4 and all(torch.equal(init[k], final[k]) for k in head) != nsp
 
 
 def test_long_after_switches_phase_and_resumes_across_it(processed_corpus, tokenizer_path, tmp_path):

@@ -15,6 +15,9 @@ What a caller supplies
         metric_sums: {name: Tensor[]}   extra sums to log
     objective.metric_terms: {name: term}                every metric's denominator: the count of that
                                                       term (in training and validation alike)
+    objective.untrained_parameters(model) -> [name]   optional: what it never gives a gradient (MLM only:
+      the NSP head), frozen here (requires_grad False, printed once): DDP expects no gradient of theirs,
+      the optimizer skips them (no .grad: no step, no weight decay), checkpoints save them unchanged.
   e.g. pretraining: counts {"mlm": #masked tokens, "nsp": #pairs}, sums {"mlm": CE sum, "nsp": CE sum},
   metrics {"mlm_acc": #correct, "nsp_acc": #correct}, metric_terms {"mlm_acc": "mlm", "nsp_acc": "nsp"}.
   The loss of a step is sum over terms of
@@ -114,6 +117,13 @@ class Trainer:
         self.precision = check_mode(self.config.precision, self.device)
         self.model = model.to(self.device)
         self.optimizer, self.scheduler, self.objective = optimizer, scheduler, objective
+        # what the objective never gives a gradient: frozen before DDP (see the module docstring)
+        self.frozen = getattr(objective, "untrained_parameters", lambda model: [])(self.model)
+        params = dict(self.model.named_parameters())
+        for name in self.frozen:
+            params[name].requires_grad_(False)
+        if self.frozen and self.dist.is_main:
+            print(f"frozen, not trained by this objective: {', '.join(self.frozen)}", flush=True)
         self.ddp = None
         self.forward_model: nn.Module = self.model
         if self.dist.distributed:

@@ -37,6 +37,11 @@ class PretrainingObjective:
         self.label_smoothing = label_smoothing
         self.nsp = nsp
 
+    def untrained_parameters(self, model: nn.Module) -> list[str]:
+        """MLM only on a model with an NSP head (e.g. MultiBERTs continued with --no_nsp): the NSP head and
+        the pooler get no gradient, so the Trainer (training/loop.py) freezes them."""
+        return [] if self.nsp else model.nsp_parameter_names()
+
     def counts(self, batch: dict) -> dict[str, Tensor]:
         counts = {"mlm": (batch["masked_labels"] != IGNORE).sum()}
         if self.nsp:
@@ -50,12 +55,10 @@ class PretrainingObjective:
             attention_mask=batch.get("attention_mask"),  # [b,S]
             token_type_ids=batch.get("token_type_ids"),  # [b,S]; ignored by backbones without token types
             masked_positions=batch["masked_positions"],  # [b,P]
+            nsp=self.nsp,  # MLM only: the NSP head is not run (its parameters are frozen, see above)
         )
         labels = batch["masked_labels"]  # [b,P], IGNORE on padding slots
         mlm, mlm_correct = summed_cross_entropy(out.mlm_logits, labels, self.label_smoothing)  # [b,P,V]
-        if not self.nsp and out.nsp_logits is not None:
-            # an NSP head this run does not train: a zero term keeps its gradients defined (DDP buckets)
-            mlm = mlm + 0.0 * out.nsp_logits.float().sum()
         sums, metrics = {"mlm": mlm}, {"mlm_acc": mlm_correct}
         if "masked_dropped" in batch:  # span masking: logged as dropped / predicted masked tokens
             metrics["mlm_dropped"] = batch["masked_dropped"].sum()
