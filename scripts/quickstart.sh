@@ -52,7 +52,7 @@ echo
 echo "== what the model learned (step $STEPS)"
 "$PYTHON" scripts/quickstart_report.py --checkpoint_path "$FINAL"
 "$PYTHON" -m evaluation.blimp --checkpoint_path "$FINAL" --max_pairs_per_paradigm 10 \
-    --output_file "$OUT/blimp_step_$STEPS.json" | grep "overall"
+    --output_file "$OUT/blimp_step_$STEPS.json" | grep "overall [0-9]"
 echo "(BLiMP: 10 pairs of each of its 67 paradigms; chance is 50%)"
 
 echo
