@@ -1,5 +1,5 @@
 #!/bin/bash
-# Quick start on a fresh machine (CPU is enough, about 7 minutes on 2 cores besides the venv):
+# Quick start on a fresh machine (CPU is enough: 5 minutes on 2 quiet cores, 8 on a busy machine, besides the venv):
 #   1. a virtual environment in .venv (torch==2.13.0 first, then requirements.txt)
 #   2. a 4,096-subword WordPiece tokenizer trained on the Gutenberg training books
 #   3. those books cleaned, split into sentences, tokenized and memory-mapped
