@@ -41,7 +41,7 @@ from training.checkpoint import CheckpointWriter, latest_checkpoint, load_checkp
 from training.cli import run_distributed
 from training.distributed import DistInfo, barrier
 from training.loop import Trainer, TrainerConfig
-from training.metrics import MetricsLogger
+from training.metrics import MetricsLogger, close_run
 from training.optim import optimizer_from_args
 from training.precision import resolve
 from training.run_config import record, resume_differences
@@ -105,11 +105,7 @@ def finetune(config: FinetuneConfig, info: DistInfo) -> None:
             trainer.fit(batches, epoch * steps_per_epoch, callbacks=[after_step])
             record_epoch(epoch, trainer, run, evaluated, info, logger, writer)
     finally:
-        try:
-            if writer is not None:
-                writer.wait()  # a failed save (full disk) raises: the bar closes before its error line
-        finally:
-            logger.close()
+        close_run(writer, logger)
 
     # ---- done
     if info.is_main:

@@ -27,7 +27,7 @@ from training.checkpoint import (
 from training.cli import run_distributed
 from training.distributed import DistInfo, barrier, broadcast_object
 from training.loop import Trainer, TrainerConfig, TrainingDiverged
-from training.metrics import MetricsLogger
+from training.metrics import MetricsLogger, close_run
 from training.optim import optimizer_from_args, resolve_param_rule
 from training.precision import resolve
 from training.pretrain_args import PretrainConfig, parse_args
@@ -104,11 +104,7 @@ def train(config: PretrainConfig, info: DistInfo) -> None:
             writer.wait()
         raise UserError(f"{err}; last good checkpoint: {latest_checkpoint(out) or 'none'}") from None
     finally:
-        try:
-            if writer is not None:
-                writer.wait()  # a failed save (full disk) raises: the bar closes before its error line
-        finally:
-            logger.close()
+        close_run(writer, logger)
 
     # ---- done
     barrier(info)

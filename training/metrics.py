@@ -126,3 +126,13 @@ def averages(acc: dict[tuple[str, ...], float], metric_terms: dict[str, str]) ->
                 )
             out[name] = acc[kind, name] / max(acc["count", metric_terms[name]], 1.0)
     return out
+
+
+def close_run(writer, logger: MetricsLogger) -> None:
+    """End of a training command: wait for the last checkpoint (rank 0's writer; None elsewhere), then close
+    the logger even when that save failed (full disk), so the bar is gone before the error line."""
+    try:
+        if writer is not None:
+            writer.wait()
+    finally:
+        logger.close()
