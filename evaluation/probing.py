@@ -72,6 +72,23 @@ def probe_checkpoint(feats: dict, labels: dict, layers: list[int], cfg: ProbeCon
     return rows
 
 
+def checkpoint_features(
+    model, ckpt, tokenizer, treebanks, max_sentences, pooling, cache_dir, batch_size, device
+):
+    """Per split: every layer's word features [n_words, L+1, H] and the kept-word mask, from the
+    representation cache (extracted once per checkpoint weights, tokenizer, treebank and pooling)."""
+    weights = file_hash(Path(ckpt) / "model.safetensors")
+    caches = {
+        s: cached_representations(
+            model, weights, tokenizer, tb, max_sentences, pooling, cache_dir, batch_size, device
+        )
+        for s, tb in treebanks.items()
+    }
+    states = list(range(model.config.num_hidden_layers + 1))
+    feats = {s: torch.from_numpy(load_layers(c, states)) for s, c in caches.items()}
+    return feats, {s: load_kept(c) for s, c in caches.items()}
+
+
 def write_csv(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore")
@@ -190,28 +207,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
             start = time.perf_counter()
             tokenizer = load_tokenizer(resolve_vocab(ckpt, args.vocab_path))
             model = load_checkpoint(ckpt, device)
-            weights = file_hash(ckpt / "model.safetensors")
-            caches = {
-                s: cached_representations(
-                    model,
-                    weights,
-                    tokenizer,
-                    tb,
-                    args.max_sentences,
-                    args.pooling,
-                    cache_dir,
-                    args.batch_size,
-                    device,
-                )  # fmt: skip
-                for s, tb in treebanks.items()
-            }
+            feats, kept = checkpoint_features(
+                model, ckpt, tokenizer, treebanks, args.max_sentences, args.pooling, cache_dir,
+                args.batch_size, device,
+            )  # fmt: skip
             num_states = model.config.num_hidden_layers + 1  # embedding output + every layer
             del model
             layers = (
                 list(range(num_states)) if args.layers == "all" else parse_layers(args.layers, num_states)
             )
-            feats = {s: torch.from_numpy(load_layers(c, list(range(num_states)))) for s, c in caches.items()}
-            kept = {s: load_kept(c) for s, c in caches.items()}
             for task in args.tasks:
                 labels = {s: split_labels(treebanks[s], task, kept[s]) for s in SPLITS}
                 with torch_threads(args.probe_threads):

@@ -8,7 +8,6 @@ Metric names: plain names (overall, loss, upos_mix_accuracy, ...) get a figure; 
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from utils.errors import UserError
 from utils.paths import data_root
@@ -91,31 +90,16 @@ class ProbingEval:
         self.cfg = ProbeConfig(epochs=args.probing_epochs, seed=args.probing_seed)
 
     def evaluate(self, model, tokenizer, vocab, ckpt, device) -> dict:
-        from evaluation.checkpoints import file_hash
         from evaluation.probes import torch_threads
-        from evaluation.probing import SPLITS, probe_checkpoint, split_labels
-        from evaluation.representations import cached_representations, load_kept, load_layers
+        from evaluation.probing import SPLITS, checkpoint_features, probe_checkpoint, split_labels
 
         a = self.args
-        weights = file_hash(ckpt / "model.safetensors")
         cache_dir = Path(a.output_dir) / "cache"
-        caches = {
-            s: cached_representations(
-                model,
-                weights,
-                tokenizer,
-                tb,
-                a.probing_max_sentences,
-                a.probing_pooling,
-                cache_dir,
-                64,
-                device,
-            )
-            for s, tb in self.treebanks.items()
-        }
+        feats, kept = checkpoint_features(
+            model, ckpt, tokenizer, self.treebanks, a.probing_max_sentences, a.probing_pooling, cache_dir, 64,
+            device,
+        )  # fmt: skip
         layers = list(range(model.config.num_hidden_layers + 1))
-        feats = {s: torch.from_numpy(load_layers(c, layers)) for s, c in caches.items()}
-        kept = {s: load_kept(c) for s, c in caches.items()}
         metrics = {}
         for task in a.probing_tasks.split(","):
             labels = {s: split_labels(self.treebanks[s], task, kept[s]) for s in SPLITS}

@@ -1,5 +1,6 @@
 """Shared fixtures. Real data comes from one data root ($BERT_DATA_ROOT, default ../shared/data)."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -110,3 +111,17 @@ def pretrained_tiny(processed_corpus, tokenizer_path, tmp_path_factory) -> Path:
 
 
 # ---- end of the small pretrained model --------------------------------------------------------------
+
+
+def micro_pretrain_flags(tmp: Path, processed_corpus, tokenizer_path, **flags) -> list[str]:
+    """train_pretrain.py flags of a 30k-parameter BERT (configs/tiny.json at hidden 32, 64 positions) on
+    the fixture corpus: 8 x 64 tokens, AdamW 1e-3, on the CPU; `flags` add or override."""
+    config = json.loads((REPO_ROOT / "configs" / "tiny.json").read_text())
+    config.update(hidden_size=32, intermediate_size=64, max_position_embeddings=64)
+    (tmp / "micro.json").write_text(json.dumps(config))
+    base = {
+        "config_file": tmp / "micro.json", "input_path": processed_corpus, "vocab_path": tokenizer_path,
+        "seq_length": 64, "batch_size": 8, "save_every": 0, "device": "cpu", "mixed_precision": "no",
+        "learning_rate": 1e-3,
+    }  # fmt: skip
+    return [x for k, v in {**base, **flags}.items() for x in (f"--{k}", str(v))]

@@ -1,16 +1,15 @@
 """Hub-style export: a run as a git repository, one branch per checkpoint, each a complete Hugging Face folder
 whose model (transformers, after a checkout) and tokenizer (AutoTokenizer) equal ours."""
 
-import json
 import subprocess
 
 import pytest
 import torch
+from conftest import micro_pretrain_flags
 
 from model.convert import main as convert_main
 from model.io import load_model
 from utils.errors import UserError
-from utils.paths import REPO_ROOT
 
 transformers = pytest.importorskip("transformers")
 
@@ -21,26 +20,8 @@ def micro_run(processed_corpus, tokenizer_path, tmp_path_factory):
     import train_pretrain
 
     tmp = tmp_path_factory.mktemp("hub_run")
-    config = json.loads((REPO_ROOT / "configs" / "tiny.json").read_text())
-    config.update(hidden_size=32, intermediate_size=64, max_position_embeddings=64)
-    (tmp / "micro.json").write_text(json.dumps(config))
-    flags = {
-        "config_file": tmp / "micro.json",
-        "input_path": processed_corpus,
-        "vocab_path": tokenizer_path,
-        "output_dir": tmp / "run",
-        "seq_length": 64,
-        "batch_size": 8,
-        "max_steps": 4,
-        "save_every": 0,
-        "checkpoint_steps": "0,2",
-        "device": "cpu",
-        "mixed_precision": "no",
-        "learning_rate": 1e-3,
-        "warmup_steps": 1,
-        "seed": 0,
-    }
-    train_pretrain.main([x for k, v in flags.items() for x in (f"--{k}", str(v))])
+    flags = dict(output_dir=tmp / "run", max_steps=4, checkpoint_steps="0,2", warmup_steps=1, seed=0)
+    train_pretrain.main(micro_pretrain_flags(tmp, processed_corpus, tokenizer_path, **flags))
     return tmp / "run"
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import micro_pretrain_flags
 
 from evaluation import blimp, sweep
 from evaluation.mlm import HeldOutText, fixed_masks
@@ -41,24 +42,8 @@ def suite(processed_corpus, tokenizer_path, tmp_path_factory):
     from zoo import suite as suite_cli
 
     tmp = tmp_path_factory.mktemp("suite")
-    config = json.loads((REPO_ROOT / "configs" / "tiny.json").read_text())
-    config.update(hidden_size=32, intermediate_size=64, max_position_embeddings=64)
-    (tmp / "micro.json").write_text(json.dumps(config))
-    flags = {
-        "config_file": tmp / "micro.json",
-        "input_path": processed_corpus,
-        "vocab_path": tokenizer_path,
-        "seq_length": 64,
-        "batch_size": 8,
-        "max_steps": 8,
-        "save_every": 0,
-        "device": "cpu",
-        "mixed_precision": "no",
-        "learning_rate": 1e-3,
-        "warmup_steps": 2,
-        "log_freq": 4,
-    }
-    train = [x for k, v in flags.items() for x in (f"--{k}", str(v))]
+    flags = dict(max_steps=8, warmup_steps=2, log_freq=4)
+    train = micro_pretrain_flags(tmp, processed_corpus, tokenizer_path, **flags)
     suite_cli.main(["--suite_dir", str(tmp / "bert_suite"), "--seeds", "0-1", "--", *train])
     return tmp / "bert_suite"
 
