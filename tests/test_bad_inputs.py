@@ -68,7 +68,7 @@ def snapshot(folder: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def world():
-    """A folder other users can read (the read-only cases run as nobody when the tests run as root): the
+    """A folder of test inputs: the
     fixture corpus, a copy whose validation split is one document, a small SST-2, a 4-step checkpoint."""
     base = Path(tempfile.mkdtemp(prefix="bad_inputs_"))
     base.chmod(0o755)
@@ -235,8 +235,9 @@ def test_read_only_output_folders_are_refused_by_every_command(world, data_root)
                 f"--output_dir {read_only}: cannot write",
             ),  # fmt: skip
         }
-        # as root every folder is writable: run as nobody, who cannot write read_only
-        user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+        # as root every folder is writable: drop the capabilities that bypass file modes (root stays the
+        # owner, so the repository and the venv stay readable wherever the clone lies; read_only is 0555)
+        user = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
         procs = {
             name: subprocess.Popen(
                 [*user, *map(str, cmd)],
