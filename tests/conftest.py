@@ -1,6 +1,7 @@
 """Shared fixtures. Real data comes from one data root ($BERT_DATA_ROOT, default ../shared/data)."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -58,14 +59,12 @@ def fixture_books(data_root) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def tokenizer_path(fixture_books, tmp_path_factory) -> Path:
-    """An uncased BERT WordPiece tokenizer, vocabulary 4096, trained on the fixture books."""
-    from data.cleaning import clean_documents, read_text
-    from data.tokenization import save_tokenizer, train_tokenizer
-
-    texts = [p for f in fixture_books for doc in clean_documents(read_text(f)[0]) for p in doc]
+def tokenizer_path(tmp_path_factory) -> Path:
+    """An uncased BERT WordPiece tokenizer, vocabulary 4096, trained on the fixture books by
+    data.tokenization.train_tokenizer (min_frequency 2) and kept in tests/fixtures: the trainer breaks ties
+    differently between processes, and the learning thresholds must see the same vocabulary every run."""
     path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
-    save_tokenizer(train_tokenizer(texts, vocab_size=4096, min_frequency=2, lowercase=True), path)
+    shutil.copyfile(REPO_ROOT / "tests" / "fixtures" / "run_2026_12_01" / "tokenizer.json", path)
     return path
 
 
