@@ -1,7 +1,6 @@
 """Shared fixtures. Real data comes from one data root ($BERT_DATA_ROOT, default ../shared/data)."""
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -63,8 +62,11 @@ def tokenizer_path(tmp_path_factory) -> Path:
     """An uncased BERT WordPiece tokenizer, vocabulary 4096, trained on the fixture books by
     data.tokenization.train_tokenizer (min_frequency 2) and kept in tests/fixtures: the trainer breaks ties
     differently between processes, and the learning thresholds must see the same vocabulary every run."""
+    from data.tokenization import load_tokenizer, save_tokenizer
+
     path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
-    shutil.copyfile(REPO_ROOT / "tests" / "fixtures" / "run_2026_12_01" / "tokenizer.json", path)
+    kept = REPO_ROOT / "tests" / "fixtures" / "run_2026_12_01" / "tokenizer.json"
+    save_tokenizer(load_tokenizer(kept), path)  # also writes vocab.txt beside it
     return path
 
 
