@@ -75,6 +75,24 @@ def test_resaving_a_step_replaces_it_whole(tiny, tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_3"]
 
 
+def test_a_save_cut_short_by_a_kill_is_cleared_when_the_run_restarts(tiny, tmp_path):
+    writer = CheckpointWriter(tmp_path, keep_last=2)
+    _save(writer, 2, tiny)
+    _save(writer, 3, tiny)
+    root = tmp_path / "checkpoints"
+    (root / ".tmp_step_4").mkdir()  # killed while writing step 4
+    (root / ".tmp_step_4" / "model.safetensors").write_bytes(b"half")
+    (root / "step_3").rename(root / ".old_step_3")  # killed between the two renames of a re-save of step 3
+    (root / "step_2").rename(root / ".old_step_2")  # ... and a stale .old_ beside a complete step_2
+    _save(writer, 2, tiny, extra=0.5)
+    CheckpointWriter(tmp_path, keep_last=2)  # the restarted run's writer
+    assert sorted(p.name for p in root.iterdir()) == ["step_2", "step_3"]
+    _, state, _ = load_checkpoint(root / "step_3")
+    assert torch.equal(state["tensor"], torch.full((3,), 3.0))  # the complete previous step_3, back in place
+    _, state, _ = load_checkpoint(root / "step_2")
+    assert torch.equal(state["tensor"], torch.full((3,), 2.5))  # the newer step_2 wins over the stale copy
+
+
 @pytest.mark.parametrize("victim", ["training_state.pt", "model.safetensors", "args.json"])
 def test_truncated_files_are_one_line_user_errors(tiny, tmp_path, victim):
     writer = CheckpointWriter(tmp_path, keep_last=2)

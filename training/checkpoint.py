@@ -175,6 +175,21 @@ class CheckpointWriter:
         self._error: BaseException | None = None
         self._shadow: nn.Module | None = None  # CPU copy of the model that the thread saves
         self._writing: Path | None = None  # the folder being written
+        self._clear_interrupted_saves()
+
+    def _clear_interrupted_saves(self) -> None:
+        """A run killed mid-save leaves .tmp_{prefix}_N (never a state: drop it) or, between the two
+        renames of a re-save, .old_{prefix}_N without {prefix}_N (the complete previous one: put it back)."""
+        if not self.root.is_dir():
+            return
+        for d in self.root.glob(f".tmp_{self.prefix}_*"):
+            shutil.rmtree(d, ignore_errors=True)
+        for d in self.root.glob(f".old_{self.prefix}_*"):
+            final = self.root / d.name[len(".old_") :]
+            if final.exists():
+                shutil.rmtree(d, ignore_errors=True)
+            else:
+                d.rename(final)
 
     def save(
         self,
