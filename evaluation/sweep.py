@@ -1,7 +1,7 @@
 """Evaluate every checkpoint of every run (or of a suite or zoo folder) and gather one table and figures.
 
-    python -m evaluation.sweep --runs RUN_OR_SUITE_DIR ... --evals blimp,mlm,probing --output_dir DIR \
-        [--shard I/N] [--follow]
+    python -m evaluation.sweep --runs RUN_OR_SUITE_DIR ... --evals blimp,mlm,probing,finetune \
+        --output_dir DIR [--shard I/N] [--follow]
 
 A run is a folder with checkpoints/step_N/ (or run_args.json: still starting); a suite (zoo.suite) or zoo
 folder is searched for runs (3 levels deep; suite.json also names runs not started yet). Each evaluation
@@ -154,7 +154,8 @@ def evaluate_checkpoint(run: Run, step: int, ckpt: Path, todo: list[str], evalua
     tokens_seen = _read(ckpt / "checkpoint.json").get("tokens_seen")
     for name in todo:
         start = time.perf_counter()
-        metrics = evaluators[name].evaluate(model, tokenizer, vocab, ckpt, device)
+        folder = result_path(args.output_dir, run.name, step, name).parent
+        metrics = evaluators[name].evaluate(model, tokenizer, vocab, ckpt, device, folder)
         seconds = time.perf_counter() - start
         record = {
             "run": run.name,

@@ -5,12 +5,17 @@ Metric names: plain names (overall, loss, upos_mix_accuracy, ...) get a figure; 
 (paradigm/UID, upos/layer_3/accuracy) are details kept in the table only.
 """
 
+import json
+import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from utils.errors import UserError
-from utils.paths import data_root
+from utils.paths import REPO_ROOT, data_root
 
 
 class BlimpEval:
@@ -23,7 +28,7 @@ class BlimpEval:
         self.pairs = load_blimp(blimp_dir(args), args.blimp_max_pairs_per_paradigm)
         self.encoded = {}  # (tokenizer file, max length) -> encoded pairs, as evaluation.blimp caches them
 
-    def evaluate(self, model, tokenizer, vocab, ckpt, device) -> dict:
+    def evaluate(self, model, tokenizer, vocab, ckpt, device, folder) -> dict:
         from evaluation.blimp import aggregate, encode_pairs, score_pairs
 
         key = (vocab, model.config.max_position_embeddings)
@@ -49,7 +54,7 @@ class MlmEval:
             raise UserError(f"--mlm_input_path {args.mlm_input_path}: no such file or folder")
         self.args, self.prepared = args, {}
 
-    def evaluate(self, model, tokenizer, vocab, ckpt, device) -> dict:
+    def evaluate(self, model, tokenizer, vocab, ckpt, device, folder) -> dict:
         from evaluation.mlm import HeldOutText
 
         a = self.args
@@ -89,7 +94,7 @@ class ProbingEval:
                 labels_of(tb, task)
         self.cfg = ProbeConfig(epochs=args.probing_epochs, seed=args.probing_seed)
 
-    def evaluate(self, model, tokenizer, vocab, ckpt, device) -> dict:
+    def evaluate(self, model, tokenizer, vocab, ckpt, device, folder) -> dict:
         from evaluation.probes import torch_threads
         from evaluation.probing import SPLITS, checkpoint_features, probe_checkpoint, split_labels
 
@@ -119,7 +124,71 @@ class ProbingEval:
         return metrics
 
 
-EVALUATORS = {"blimp": BlimpEval, "mlm": MlmEval, "probing": ProbingEval}
+class FinetuneEval:
+    """train_finetune.py itself, run on the checkpoint: a short fine-tuning (default SST-2, 1 epoch on 2,000
+    seeded training examples); the last epoch's numbers of every split (loss, accuracy or SQuAD's f1 /
+    exact_match), each earlier epoch's as table-only details. It runs in the result's folder
+    (results/RUN/step_N/finetune/: metrics.jsonl, run_args.json, split.json and the per-example
+    predictions kept, for the multibootstrap); its checkpoints are deleted once read, since a sweep over
+    dozens of checkpoints would otherwise keep dozens of optimizer states. A killed fine-tuning leaves
+    finetune.partial/, which the next sweep starts over."""
+
+    def __init__(self, args):
+        self.args = args
+        self.data_dir = finetune_data_dir(args)
+        if not self.data_dir.is_dir():
+            raise UserError(f"--finetune_data_dir {self.data_dir}: no such folder")
+
+    def command(self, ckpt: Path, vocab, output_dir: Path) -> list[str]:
+        a = self.args
+        return [
+            *(sys.executable, str(REPO_ROOT / "train_finetune.py")),
+            *("--task", a.finetune_task, "--data_dir", str(self.data_dir)),
+            *("--checkpoint_path", str(ckpt), "--vocab_path", str(vocab), "--output_dir", str(output_dir)),
+            *("--epochs", str(a.finetune_epochs), "--max_train_examples", str(a.finetune_max_train_examples)),
+            *("--learning_rate", str(a.finetune_learning_rate), "--batch_size", str(a.finetune_batch_size)),
+            *("--max_seq_length", str(a.finetune_max_seq_length), "--seed", str(a.finetune_seed)),
+            "--no_tensorboard",
+            *shlex.split(a.finetune_args),
+        ]
+
+    def evaluate(self, model, tokenizer, vocab, ckpt, device, folder) -> dict:
+        done, partial = folder / "finetune", folder / "finetune.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        cmd = self.command(ckpt, vocab, partial)
+        if device.type == "cpu":
+            cmd += ["--device", "cpu"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise UserError(f"--evals finetune on {ckpt}: train_finetune.py failed: {last}")
+        shutil.rmtree(partial / "checkpoints", ignore_errors=True)
+        shutil.rmtree(done, ignore_errors=True)
+        partial.rename(done)
+        records = [json.loads(line) for line in (done / "metrics.jsonl").read_text().splitlines() if line]
+        return finetune_metrics(records, self.args.finetune_task)
+
+
+def finetune_metrics(records: list[dict], task: str) -> dict:
+    """metrics.jsonl lines -> {task_split_metric: last epoch's value} + {task/epoch_E/split/metric: ...}."""
+    out = {}
+    for rec in records:
+        for split, values in rec.items():
+            if not isinstance(values, dict):
+                continue
+            for name, value in values.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    out[f"{task}/epoch_{rec['epoch']}/{split}/{name}"] = value
+                    if rec is records[-1]:
+                        out[f"{task}_{split}_{name}"] = value
+    return out
+
+
+EVALUATORS = {"blimp": BlimpEval, "mlm": MlmEval, "probing": ProbingEval, "finetune": FinetuneEval}
+
+
+def finetune_data_dir(args) -> Path:
+    return Path(args.finetune_data_dir) if args.finetune_data_dir else data_root() / args.finetune_task
 
 
 def blimp_dir(args) -> Path:
@@ -145,6 +214,16 @@ def add_eval_flags(parser) -> None:
     g("--probing_epochs", type=int, default=5)
     g("--probing_mdl", action="store_true", help="also the online MDL codelength (slower)")
     g("--probing_seed", type=int, default=0)
+    g = parser.add_argument_group("short fine-tuning (train_finetune.py)").add_argument
+    g("--finetune_task", default="sst2", help="a train_finetune.py --task")
+    g("--finetune_data_dir", default=None, help="default: <data_root>/<task>")
+    g("--finetune_epochs", type=int, default=1)
+    g("--finetune_max_train_examples", type=int, default=2000, help="seeded subset of the train split")
+    g("--finetune_learning_rate", type=float, default=5e-5)
+    g("--finetune_batch_size", type=int, default=32)
+    g("--finetune_max_seq_length", type=int, default=128)
+    g("--finetune_seed", type=int, default=42)
+    g("--finetune_args", default="", help="more train_finetune.py flags, as one string ('--pooling mean')")
 
 
 def eval_settings(name: str, args) -> dict:
@@ -167,6 +246,18 @@ def eval_settings(name: str, args) -> dict:
             "seed": args.mlm_seed,
             "pll_units": args.mlm_pll_units,
         }
+    if name == "finetune":
+        return {
+            "task": args.finetune_task,
+            "data_dir": str(finetune_data_dir(args).resolve()),
+            "epochs": args.finetune_epochs,
+            "max_train_examples": args.finetune_max_train_examples,
+            "learning_rate": args.finetune_learning_rate,
+            "batch_size": args.finetune_batch_size,
+            "max_seq_length": args.finetune_max_seq_length,
+            "seed": args.finetune_seed,
+            "args": args.finetune_args,
+        }
     return {
         "tasks": args.probing_tasks,
         "max_sentences": args.probing_max_sentences,
@@ -178,7 +269,14 @@ def eval_settings(name: str, args) -> dict:
 
 
 def make_evaluator(name: str, args):
-    for flag in ("blimp_batch_size", "mlm_batch_size", "mlm_max_tokens"):
+    for flag in (
+        "blimp_batch_size",
+        "mlm_batch_size",
+        "mlm_max_tokens",
+        "finetune_epochs",
+        "finetune_max_train_examples",
+        "finetune_batch_size",
+    ):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     return EVALUATORS[name](args)

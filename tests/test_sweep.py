@@ -337,3 +337,40 @@ def test_mlm_command_on_raw_text_equals_heldout_text(suite, tokenizer_path, data
     assert json.loads(out.read_text())["results"][0]["accuracy"] == want["accuracy"]
     with pytest.raises(UserError, match="no such text file"):
         mlm.main(["--checkpoint_path", str(ckpt), "--input_path", str(tmp_path / "missing.txt")])
+
+
+def test_sweep_finetune_equals_train_finetune_alone(suite, data_root, tmp_path):
+    from evaluation.checkpoints import resolve_vocab
+
+    sst2 = tmp_path / "sst2"
+    sst2.mkdir()
+    for name, n in (("train.tsv", 200), ("dev.tsv", 60)):  # real SST-2 rows, a subset
+        lines = (data_root / "sst2" / name).read_text().splitlines(keepends=True)
+        (sst2 / name).write_text("".join(lines[: n + 1]))
+    run, ckpt = suite / "seed_1", suite / "seed_1" / "checkpoints" / "step_8"
+    common = dict(epochs=2, max_train_examples=96, learning_rate=1e-3, batch_size=16, max_seq_length=64)
+    flags = [x for k, v in common.items() for x in (f"--finetune_{k}", str(v))]
+    sweep_flags = ["--runs", str(run), "--evals", "finetune", "--steps", "8", "--device", "cpu"]
+    sweep_flags += ["--output_dir", str(tmp_path / "s"), "--finetune_data_dir", str(sst2), *flags]
+    sweep_flags += ["--finetune_args", "--head_hidden_sizes 16"]
+    got = sweep.main(sweep_flags)
+    mine = {r["metric"]: r["value"] for r in got["rows"]}
+    alone = [sys.executable, str(REPO_ROOT / "train_finetune.py"), "--task", "sst2", "--data_dir", str(sst2)]
+    alone += ["--checkpoint_path", str(ckpt), "--vocab_path", str(resolve_vocab(ckpt, None))]
+    alone += ["--output_dir", str(tmp_path / "alone"), "--seed", "42", "--no_tensorboard", "--device", "cpu"]
+    alone += [x for k, v in common.items() for x in (f"--{k}", str(v))] + ["--head_hidden_sizes", "16"]
+    subprocess.run(alone, check=True, capture_output=True, cwd=REPO_ROOT)
+    records = [json.loads(line) for line in (tmp_path / "alone" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    for split in ("train", "validation", "test"):
+        for metric in ("loss", "accuracy"):
+            assert mine[f"sst2_{split}_{metric}"] == records[-1][split][metric], (split, metric)
+            assert mine[f"sst2/epoch_0/{split}/{metric}"] == records[0][split][metric]
+    assert mine["sst2_train_loss"] < records[0]["train"]["loss"]  # the short fine-tuning trained
+    kept = tmp_path / "s" / "results" / "seed_1" / "step_8" / "finetune"
+    assert (kept / "metrics.jsonl").read_text() == (tmp_path / "alone" / "metrics.jsonl").read_text()
+    assert (kept / "predictions").is_dir() and not (kept / "checkpoints").exists()  # no optimizer states
+    assert sweep.main(sweep_flags)["evaluated"] == 0  # a rerun does nothing
+    with pytest.raises(UserError, match="--finetune_data_dir .*: no such folder"):
+        sweep.main(["--runs", str(run), "--evals", "finetune", "--output_dir", str(tmp_path / "t")]
+                   + ["--finetune_data_dir", str(tmp_path / "nonexistent")])  # fmt: skip
