@@ -257,7 +257,7 @@ def setup(config: PretrainConfig, info: DistInfo):
         model_config=model_config.to_dict(),
     )
     layout = config.instance_layout or ("bert" if config.nsp else "fixed_chunks")
-    dupe = config.dupe_factor if config.dupe_factor is not None else (10 if layout == "bert" else 1)
+    dupe = config.dupe_factor if config.dupe_factor is not None else (10 if layout != "fixed_chunks" else 1)
     config = dataclasses.replace(config, instance_layout=layout, dupe_factor=dupe)
     if previous is not None and not config.allow_override:
         diffs = resume_differences(previous, config)

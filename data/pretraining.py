@@ -8,6 +8,10 @@ put-back of unused sentences under a random B, one-sentence chunks, truncation w
 token, its mask count, whole-vocabulary replacements) with dupe_factor copies, each its own layout,
 pairing and masks, visited in one fixed permutation that is the same every pass (the reference's file).
 
+"bert_exact" (opt-in): the same rules drawn from Python's random.Random(data seed) in the reference's
+order (data/bert_exact.py), so data seed s gives the very instances of the reference run with
+--random_seed s; built once by a sequential Python pass, masks stored (static by nature).
+
 "fixed_chunks" (the default without NSP; ours): each document is cut into chunks of whole sentences once
 per data seed: sentences are added until the chunk holds its target length, which is the maximum
 (seq_length - 3 with NSP, seq_length - 2 without) or, with probability short_p (drawn per chunk), uniform
@@ -34,6 +38,7 @@ import threading
 import numpy as np
 import torch
 
+from data.bert_exact import apply_stored_masks, cached_exact_layout
 from data.bert_layout import (
     bert_layout,
     bert_mask_count,
@@ -52,7 +57,7 @@ from utils.errors import UserError
 LAYOUT_STREAM, ORDER_STREAM, INSTANCE_STREAM = 0x1A70, 0x0DE5, 0x1E57
 PAIR_UNIFORMS = 6  # A/B split, IsNext coin, random document, its first sentence, front cuts of A and B
 PREDICTION_SLACK = 2  # extra [b,P] slots beyond ceil(seq_length * mask_p): shapes stay fixed
-LAYOUTS = ("bert", "fixed_chunks")
+LAYOUTS = ("bert", "bert_exact", "fixed_chunks")
 __all__ = ["LAYOUTS", "PretrainingData", "truncate_pair"]
 
 
@@ -87,20 +92,28 @@ class PretrainingData:
         layout = layout or ("bert" if nsp else "fixed_chunks")
         if layout not in LAYOUTS:
             raise UserError(f"--instance_layout {layout!r} must be one of {', '.join(LAYOUTS)}")
-        if layout == "bert" and not nsp:
-            raise UserError("--instance_layout bert makes sentence pairs: it needs NSP (use fixed_chunks)")
-        dupe_factor = (10 if layout == "bert" else 1) if dupe_factor is None else dupe_factor
+        bert = layout != "fixed_chunks"  # bert or bert_exact
+        if bert and not nsp:
+            raise UserError(
+                f"--instance_layout {layout} makes sentence pairs: it needs NSP (use fixed_chunks)"
+            )
+        if layout == "bert_exact" and (isinstance(masking, SpanMasking) or not static_masking):
+            raise UserError(
+                "--instance_layout bert_exact stores the reference's masks: it needs --static_masking and "
+                "--masking subword or whole_word"
+            )
+        dupe_factor = (10 if bert else 1) if dupe_factor is None else dupe_factor
         if dupe_factor < 1 or (layout == "fixed_chunks" and dupe_factor != 1):
             raise UserError(f"--dupe_factor {dupe_factor}: must be >= 1 with bert, 1 with fixed_chunks")
         self.corpus = ProcessedCorpus(corpus_dir, split)
         self.layout, self.dupe_factor = layout, dupe_factor
         self.seq_length, self.nsp = seq_length, nsp
-        self.masking = masking.as_in_bert() if layout == "bert" else masking
+        self.masking = masking.as_in_bert() if bert else masking
         self.static_masking, self.data_seed, self.short_p = static_masking, data_seed, short_p
         self.max_tokens = seq_length - (3 if nsp else 2)
         default_p = (
             bert_max_predictions(seq_length, masking.mask_p)
-            if layout == "bert"
+            if bert
             else math.ceil(seq_length * masking.mask_p) + PREDICTION_SLACK
         )
         self.max_predictions = max_predictions or default_p
@@ -116,7 +129,7 @@ class PretrainingData:
         self.ids = self.corpus.special_ids
         self.vocab = VocabInfo(self.ids.mask, special, word_start_table(tokenizer), np.flatnonzero(~special))
         self.offsets = self.corpus.sentence_offsets  # [n_sent + 1] token offset of each sentence
-        if layout == "bert":
+        if bert:
             # BERT's candidates: every token but [CLS]/[SEP] (and our padding); replacements: any id
             reference_special = np.zeros_like(special)
             reference_special[[self.ids.cls, self.ids.sep, self.ids.pad]] = True
@@ -143,6 +156,8 @@ class PretrainingData:
             dupe_factor=self.dupe_factor,
         )
         folder = self.corpus.dir / "layout_cache" if cache_dir is None else cache_dir or None
+        if self.layout == "bert_exact":
+            return cached_exact_layout(self, folder, options)
         return cached_layout(folder, options, lambda: bert_layout(*args, self.dupe_factor))
 
     def _layout(self) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +210,7 @@ class PretrainingData:
         return local.generator
 
     def __len__(self) -> int:
-        return len(self.bert["target"]) if self.layout == "bert" else len(self.chunks)
+        return len(self.bert["target"]) if self.layout != "fixed_chunks" else len(self.chunks)
 
     def steps_per_epoch(self, global_batch_size: int) -> int:
         steps = len(self) // global_batch_size
@@ -208,7 +223,7 @@ class PretrainingData:
 
     def order(self, epoch: int) -> np.ndarray:
         """[n] the instance indices in the order epoch `epoch` visits them."""
-        if self.layout == "bert":
+        if self.layout != "fixed_chunks":
             return self.bert["order"]  # the same every pass, as one file read again
         if self._order_cache[0] != epoch:
             self._order_cache = (epoch, self._rng(ORDER_STREAM, self.data_seed, epoch).permutation(len(self)))
@@ -218,13 +233,15 @@ class PretrainingData:
         """Unmasked instances [b,S] (vectorised over the batch) with where their tokens came from."""
         b, S, off, ids = len(indices), self.seq_length, self.offsets, self.ids
         stream_epoch = 0 if self.static_masking else epoch
-        bert = self.layout == "bert"
+        bert, exact = self.layout != "fixed_chunks", self.layout == "bert_exact"
         n_pair = PAIR_UNIFORMS if self.nsp and not bert else 0
-        u = np.empty((b, n_pair + self.masking.n_uniforms(S)))
+        u = np.empty((b, 0 if exact else n_pair + self.masking.n_uniforms(S)))
         if bert:
             pair = bert_pairs(self.bert, indices, off, self.max_tokens)
             cuts, front = np.stack([pair["cut_a"], pair["cut_b"]], 1), np.empty((b, 2), dtype=np.int64)
-        for row, index in enumerate(indices):  # each instance's own stream: the only per-row Python
+            if exact:  # the reference's coins, stored
+                front = np.asarray(self.bert["front"][indices], dtype=np.int64)
+        for row, index in enumerate(() if exact else indices):  # each instance's own stream (per-row Python)
             g = self.instance_rng(int(index), stream_epoch)
             u[row] = g.random(u.shape[1])
             if bert:  # tokens cut from the front: a coin per removed token
@@ -320,6 +337,9 @@ class PretrainingData:
         dropped = None
         if isinstance(self.masking, SpanMasking):  # the only strategy whose count can exceed the slots
             input_ids, positions, labels, dropped = self.masking.mask_counting_dropped(*mask_args)
+        elif self.layout == "bert_exact":
+            stored = self.bert["mask_positions"][indices], self.bert["mask_ids"][indices]
+            input_ids, positions, labels = apply_stored_masks(inst["tokens"], *stored)
         else:
             n_target = None  # ours: data.masking's count
             if self.layout == "bert":

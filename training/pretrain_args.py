@@ -161,14 +161,16 @@ class PretrainConfig(OptimizerFlags, HardwareFlags, TensorboardFlags):
     instance_layout: str | None = flag(
         None,
         "bert: google-research/bert create_pretraining_data's pairs and masks (default with NSP) | "
+        "bert_exact: the same, drawn from random.Random(seed) as the reference, so the very instances of its "
+        "--random_seed (a sequential pass; needs --static_masking) | "
         "fixed_chunks: ours, chunks fixed per seed (default without NSP: ELC-BERT / packed); saved resolved",
         group=D,
-        choices=("bert", "fixed_chunks"),
+        choices=("bert", "bert_exact", "fixed_chunks"),
         legacy="fixed_chunks",  # runs saved before the flag existed
     )
     dupe_factor: int | None = flag(
         None,
-        "bert layout: copies of the corpus, each its own pairs and masks (default: 10, the reference's); "
+        "bert layouts: copies of the corpus, each its own pairs and masks (default: 10, the reference's); "
         "saved resolved",
         group=D,
         legacy=1,
