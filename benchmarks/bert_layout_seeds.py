@@ -44,7 +44,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=30, help="data seeds 0..N-1")
     p.add_argument("--block", type=int, default=10, help="seeds per mean")
     args = p.parse_args(argv)
-    header = "length | seeds | instances | length < 125 | length <= 64 | IsNext | A mean | B mean | mask formula"
+    header = "length | seeds | instances | length < 125 | length <= 64 | IsNext | A mean | B mean | formula"
     print(f"| {header} |")
     print("|---|---|---|---|---|---|---|---|---|")
     for S in map(int, args.seq_lengths.split(",")):
