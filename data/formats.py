@@ -69,6 +69,18 @@ def list_inputs(paths, fmt: str) -> list[tuple[Path, str]]:
     return [(f, detect_format(f, fmt)) for f in files]
 
 
+def read_options(text_field="text", par_token=False, min_document_words=None, max_document_words=None):
+    """The `opts` read_piece reads (what decides the text of a document), keyed in the order preprocess's
+    job fingerprint has always listed them; shared by data/preprocess.py and tokenizers/create_tokenizer.py.
+    """
+    return {
+        "min_document_words": min_document_words,
+        "max_document_words": max_document_words,
+        "text_field": text_field,
+        "par_token": par_token,
+    }
+
+
 def file_key(path: Path) -> list:
     """Cheap identity of an input (name, size, sha256 of its first and last 64 KB): what decides whether an
     existing output or shard was made from it, without reading terabytes at every start."""

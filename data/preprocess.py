@@ -66,10 +66,12 @@ def plan_job(args, tokenizer) -> dict:
     options = {
         "validation_fraction": args.validation_fraction,
         "seed": args.seed,
-        "min_document_words": args.min_document_words,
-        "max_document_words": args.max_document_words,
-        "text_field": args.text_field,
-        "par_token": tokenizer.token_to_id("[PAR]") is not None,
+        **formats.read_options(
+            args.text_field,
+            tokenizer.token_to_id("[PAR]") is not None,
+            args.min_document_words,
+            args.max_document_words,
+        ),
         "piece_bytes": int(args.piece_mb * 2**20),
     }
     pieces = [

@@ -17,6 +17,7 @@ from data.tokenization import (
     save_tokenizer,
     special_ids,
     tokenizer_from_vocab,
+    tokenizer_hash,
     train_tokenizer,
     word_start_table,
 )
@@ -184,3 +185,159 @@ def test_save_is_atomic_and_sorted(tmp_path, tokenizer_path):
     learned = [tok.id_to_token(i) for i in range(5, tok.get_vocab_size())]
     assert learned == sorted(learned)  # ids do not depend on the trainer's tie-breaking
     assert np.all(word_start_table(tok)[:5])
+
+
+# ---- every corpus format preprocess reads ---------------------------------------------------------------
+# The ## WordPiece trainer numbers its "##c" pieces in hash-map order, so equally frequent merges are broken
+# differently from run to run (about one token of 512 differs; see conftest's tokenizer_path). The byte-level
+# trainer has no such pieces and is deterministic: byte-identity is checked on it, the default up to ties.
+def create(*args) -> tuple[int, str]:
+    """(exit code, stderr) of create_tokenizer's main, run as its command runs it (in-process: fast)."""
+    import importlib.util
+
+    from utils.errors import run_cli as run_main
+
+    spec = importlib.util.spec_from_file_location("create_tokenizer", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        run_main(lambda: module.main([str(a) for a in args]))
+    except SystemExit as exit_:
+        return exit_.code, ""
+    return 0, ""
+
+
+@pytest.fixture(scope="module")
+def one_book_formats(data_root, tmp_path_factory) -> dict:
+    """One Gutenberg book and its sentences written as babylm, lines, jsonl (field "body") and parquet
+    (column "content"): {format: path}, plus "sentences" (the book's sentences, in order)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tmp = tmp_path_factory.mktemp("formats")
+    book = data_root / "corpus" / "gutenberg" / "train" / "Dickens__A_Christmas_Carol.txt"
+    docs = [[s for p in doc for s in split_sentences(p)] for doc in clean_documents(read_text(book)[0])]
+    (tmp / "babylm").mkdir()
+    blocks = "".join("\n".join(doc) + "\n\n" for doc in docs)
+    (tmp / "babylm" / "carol.train").write_text(blocks)  # BabyLM's default rule: a blank line ends a doc
+    (tmp / "book.lines").write_text(blocks)
+    rows = [{"title": f"D{i}", "body": "\n".join(doc)} for i, doc in enumerate(docs)]
+    (tmp / "book.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = pa.table({"id": list(range(len(docs))), "content": ["\n".join(doc) for doc in docs]})
+    pq.write_table(table, tmp / "book.parquet", row_group_size=16)
+    return {
+        "gutenberg": book, "babylm": tmp / "babylm", "lines": tmp / "book.lines",
+        "jsonl": tmp / "book.jsonl", "parquet": tmp / "book.parquet",
+        "sentences": [s for doc in docs for s in doc],
+    }  # fmt: skip
+
+
+FLAGS = {"jsonl": ["--text_field", "body"], "parquet": ["--text_field", "content"]}
+
+
+def test_every_format_trains_the_same_tokenizer(one_book_formats, dev_sentences, tmp_path):
+    def train(fmt, explicit, *extra):
+        out = tmp_path / f"{fmt}-{explicit}-{len(extra)}" / "tokenizer.json"
+        fmt_flags = ["--format", fmt] if explicit or fmt == "lines" else []
+        args = ["--input_path", one_book_formats[fmt], *fmt_flags, *FLAGS.get(fmt, []), *extra]
+        assert create(*args, "--vocab_size", 512, "--lowercase", "--output_path", out)[0] == 0
+        return out
+
+    sentences = one_book_formats["sentences"]
+    # byte-level (a deterministic trainer): byte-identical files for every format, auto or named, equal to
+    # the tokenizer of the book's sentences trained here
+    reference = tmp_path / "reference.json"
+    save_tokenizer(train_tokenizer(sentences, 512, 2, lowercase=True, byte_level=True), reference)
+    for fmt in ("gutenberg", "babylm", "lines", "jsonl", "parquet"):
+        for explicit in (False, True):
+            assert train(fmt, explicit, "--byte_level").read_bytes() == reference.read_bytes(), fmt
+    # the default ## WordPiece: the same up to the trainer's tie-breaking
+    first = load_tokenizer(train("gutenberg", False))
+    held_out = [first.encode(s).tokens for s in dev_sentences[:1000]]
+    for fmt in ("babylm", "lines", "jsonl", "parquet"):
+        tok = load_tokenizer(train(fmt, True))
+        # 25 trainings on the same sentences: 0 or 2 tokens differ, 960 or 1000 sentences agree
+        assert len(set(tok.get_vocab()) ^ set(first.get_vocab())) <= 8, fmt
+        same = sum(tok.encode(s).tokens == t for s, t in zip(dev_sentences, held_out))
+        assert same >= 0.9 * len(held_out), fmt
+    # a tokenizer of half the text is told apart by the same measures (90 tokens differ, 332 agree)
+    half = train_tokenizer(sentences[: len(sentences) // 2], 512, 2, lowercase=True)
+    assert len(set(half.get_vocab()) ^ set(first.get_vocab())) > 30
+    assert sum(half.encode(s).tokens == t for s, t in zip(dev_sentences, held_out)) < 0.6 * len(held_out)
+
+
+def test_gutenberg_tokenizer_is_todays(fixture_books, tmp_path):
+    """The gutenberg path (sentences from data/formats.py) trains on today's paragraphs' words: the same
+    tokenizer as the code before --format (data.tokenization.train_tokenizer over its paragraph list)."""
+    books = fixture_books[:3]
+    paragraphs = [p for f in books for doc in clean_documents(read_text(f)[0]) for p in doc]  # today's texts
+    for flags in (["--byte_level"], ["--byte_level", "--elc_tokens", "--lowercase"]):
+        out = tmp_path / f"{len(flags)}.json"
+        assert create("--input_path", *books, "--vocab_size", 700, *flags, "--output_path", out)[0] == 0
+        today = tmp_path / f"today{len(flags)}.json"
+        options = {"byte_level": True, "elc_tokens": "--elc_tokens" in flags, "lowercase": len(flags) > 1}
+        save_tokenizer(train_tokenizer(paragraphs, 700, 2, **options), today)
+        assert out.read_bytes() == today.read_bytes(), flags
+    # the default WordPiece, up to ties; F95 over all of the (small) text, as today's code counted it
+    out = tmp_path / "wordpiece.json"
+    assert create("--input_path", *books, "--vocab_size", 700, "--output_path", out)[0] == 0
+    ours, today = load_tokenizer(out), train_tokenizer(paragraphs, 700, 2)
+    assert len(set(ours.get_vocab()) ^ set(today.get_vocab())) <= 8
+
+
+def test_babylm_tokenizer_then_preprocess(one_book_formats, tmp_path):
+    """A BabyLM folder (children_stories [TAB] lines too) -> an --elc_tokens tokenizer -> preprocess."""
+    from data.corpus import ProcessedCorpus
+    from data.preprocess import main as preprocess
+
+    folder = tmp_path / "babylm"
+    folder.mkdir()
+    sentences = one_book_formats["sentences"][:1500]
+    (folder / "carol.train").write_text("\n".join(sentences[:1000]) + "\n")
+    # children_stories: a line indented by 4 spaces starts with [TAB], a special token with --elc_tokens
+    story = [("    " if i % 5 == 0 else "") + s for i, s in enumerate(sentences[1000:])]
+    (folder / "children_stories.train").write_text("\n".join(story[:250]) + "\n\n" + "\n".join(story[250:]))
+    tok_path = tmp_path / "tok" / "tokenizer.json"
+    flags = ["--vocab_size", 512, "--elc_tokens", "--byte_level", "--output_path", tok_path]
+    assert create("--input_path", folder, *flags)[0] == 0
+    # trained on the text without the [PAR] / [TAB] markers (as ELC-BERT trains its tokenizer)
+    expected = train_tokenizer(sentences, 512, 2, byte_level=True, elc_tokens=True)
+    assert tokenizer_hash(load_tokenizer(tok_path)) == tokenizer_hash(expected)
+    preprocess(["--input_path", str(folder), "--vocab_path", str(tok_path), "--output_dir",
+                str(tmp_path / "corpus"), "--workers", "1", "--validation_fraction", "0"])  # fmt: skip
+    tokens = np.asarray(ProcessedCorpus(tmp_path / "corpus", "train").tokens)
+    tok = load_tokenizer(tok_path)
+    assert len(tokens) > 20_000
+    assert (tokens == tok.token_to_id("[UNK]")).mean() < 0.01
+    assert (tokens == tok.token_to_id("[PAR]")).sum() == 1500  # one per line: every line a paragraph
+    assert (tokens == tok.token_to_id("[TAB]")).sum() == 100
+
+
+def test_cli_bad_corpus_input(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "tokenizer.json"
+    out.write_text("precious")
+    (tmp_path / "a.jsonl").write_text('{"text": "Fine text here."}\n{"body": "No text field."}\n')
+    pq.write_table(pa.table({"body": ["Some text."]}), tmp_path / "a.parquet")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "blank.train").write_text("\n\n  \n")
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "a.jsonl").write_text("{}\n")
+    cases = [
+        (["--input_path", tmp_path / "a.jsonl", "--format", "xml"], "--format 'xml' must be one of"),
+        (["--input_path", tmp_path / "a.jsonl"], "a.jsonl: byte 28: no field 'text' (pass --text_field)"),
+        (["--input_path", tmp_path / "a.parquet"], "a.parquet has no column 'text' (columns: body)"),
+        (["--input_path", tmp_path / "none", "--format", "babylm"], f"train files under {tmp_path / 'none'}"),
+        (["--input_path", tmp_path / "empty"], f"no text left after reading {tmp_path / 'empty'} as babylm"),
+    ]  # fmt: skip
+    for args, message in cases:
+        capsys.readouterr()
+        code, _ = create(*args, "--output_path", out)
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err, err
+        assert err.count("\n") == 1 and err.startswith("error: ") and message in err, (message, err)
+    assert out.read_text() == "precious" and not (tmp_path / "vocab.txt").exists()
+    written = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
+    assert written == ["a.jsonl", "a.parquet", "tokenizer.json"]  # no vocab.txt, no .tmp
