@@ -121,6 +121,29 @@ def test_saved_no_nsp_run_with_an_nsp_head_resumes_bitwise(corpus, tmp_path):
     assert len(untouched) == 4  # the frozen parameters' entries, saved as loaded
 
 
+def test_saved_run_from_before_a_knob_existed_resumes_bitwise(corpus, tmp_path):
+    """Every record of the saved run lacks a key that a later ModelConfig field added (as the runs saved
+    before any new knob do): the model config it recorded still equals today's, so it resumes bitwise."""
+    old = tmp_path / "old"
+    copy_run(FIXTURE, old, corpus, TOKENIZER)
+    for path in (old / "run_args.json", old / "checkpoints" / "step_2" / "args.json"):
+        record = json.loads(path.read_text())
+        del record["model_config"]["pad_token_id"]
+        path.write_text(json.dumps(record))
+    config = json.loads((old / "checkpoints" / "step_2" / "config.json").read_text())
+    del config["pad_token_id"]
+    (old / "checkpoints" / "step_2" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "model.json").write_text(json.dumps(config))  # the config file of that day, too
+    train_pretrain.main(
+        [x for k, v in {**FLAGS, "config_file": tmp_path / "model.json", "input_path": corpus,
+                        "vocab_path": TOKENIZER, "output_dir": old}.items() for x in (f"--{k}", str(v))]
+        + ["--no_tensorboard"]
+    )  # fmt: skip
+    resumed = load_file(old / "checkpoints" / "step_4" / "model.safetensors")
+    expected = load_file(FIXTURE / "step_4_model.safetensors")
+    assert resumed.keys() == expected.keys() and all(torch.equal(resumed[k], expected[k]) for k in expected)
+
+
 def test_saved_checkpoint_loads_without_a_later_key_and_converts(tmp_path):
     ckpt = tmp_path / "step_2"
     shutil.copytree(FIXTURE / "checkpoints" / "step_2", ckpt)

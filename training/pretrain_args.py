@@ -14,6 +14,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.config import ModelConfig
 from training.cli import HardwareFlags, OptimizerFlags, TensorboardFlags
 from training.run_config import (
     HelpFormatter,
@@ -238,7 +239,7 @@ class PretrainConfig(OptimizerFlags, HardwareFlags, TensorboardFlags):
 
     # set after parsing: the model config file (a recipe's, resolved) and the model config itself
     model_config_path: str | None = derived(may_differ=True)
-    model_config: dict | None = derived()
+    model_config: dict | None = derived(normalize=lambda saved: ModelConfig.from_dict(saved).to_dict())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,9 +50,12 @@ def flag(
     return dataclasses.field(default=default, metadata=meta)
 
 
-def derived(default=None, *, may_differ: bool = False):
-    """A recorded field that no flag sets: the command fills it in after parsing."""
-    return dataclasses.field(default=default, metadata=dict(cli=False, may_differ=may_differ))
+def derived(default=None, *, may_differ: bool = False, normalize=None):
+    """A recorded field that no flag sets: the command fills it in after parsing. normalize: makes a
+    saved value comparable with today's (a model config saved before a knob existed gains its default)."""
+    return dataclasses.field(
+        default=default, metadata=dict(cli=False, may_differ=may_differ, normalize=normalize)
+    )
 
 
 class Range:
@@ -180,7 +183,9 @@ def recorded_value(f: dataclasses.Field, saved: dict):
     """A field's value in a saved record; a record that lacks it (saved before the flag existed) ran with
     the field's legacy value, or else its default."""
     if f.name in saved:
-        return saved[f.name]
+        normalize = f.metadata.get("normalize")
+        value = saved[f.name]
+        return value if normalize is None or value is None else normalize(value)
     legacy = f.metadata.get("legacy", MISSING)
     return default_of(f) if legacy is MISSING else legacy
 
