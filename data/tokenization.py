@@ -6,7 +6,6 @@ Our own tokenizers put [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4 (and, optionally
 
 import hashlib
 import json
-import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -16,6 +15,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from utils.errors import UserError
+from utils.files import write_text_atomic
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 ELC_EXTRA_TOKENS = ["[PAR]", "[TAB]"]
@@ -184,15 +184,10 @@ def tokenizer_from_vocab(path, lowercase: bool | None = None) -> tuple[Tokenizer
 def save_tokenizer(tokenizer: Tokenizer, path) -> Path:
     """Write FILE.json and a vocab.txt beside it (FILE.vocab.txt unless FILE is tokenizer.json)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     vocab_path = path.with_name("vocab.txt" if path.name == "tokenizer.json" else path.stem + ".vocab.txt")
-    tmp = path.with_name(path.name + ".tmp")
-    tokenizer.save(str(tmp))
     by_id = sorted(tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
-    vocab_tmp = vocab_path.with_name(vocab_path.name + ".tmp")
-    vocab_tmp.write_text("".join(token + "\n" for token, _ in by_id), encoding="utf-8")
-    os.replace(tmp, path)
-    os.replace(vocab_tmp, vocab_path)
+    write_text_atomic(path, tokenizer.to_str(pretty=True))  # as Tokenizer.save writes it
+    write_text_atomic(vocab_path, "".join(token + "\n" for token, _ in by_id))
     return vocab_path
 
 
