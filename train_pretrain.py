@@ -20,10 +20,10 @@ from training.checkpoint import (
     fit_legacy_pooler,
     latest_checkpoint,
     load_checkpoint,
-    parse_checkpoint_steps,
     rng_state,
     set_rng_state,
 )
+from training.checkpoint_steps import parse_checkpoint_steps
 from training.cli import run_distributed
 from training.distributed import DistInfo, barrier, broadcast_object
 from training.loop import Trainer, TrainerConfig, TrainingDiverged
@@ -55,13 +55,7 @@ def train(config: PretrainConfig, info: DistInfo) -> None:
     phase = phase_at(all_phases, trainer.step)
     data = build_pretraining_data(config, phase.seq_length, "train")
     data.steps_per_epoch(phase.batch_size)  # a corpus smaller than one batch: refused now
-    validation = {}  # seq_length -> the held-out PretrainingData, built when first needed
-    if config.validation_every:  # a held-out split too small (one document with NSP): refused now
-        try:
-            validation[phase.seq_length] = build_pretraining_data(config, phase.seq_length, "validation")
-            validation[phase.seq_length].steps_per_epoch(phase.batch_size)
-        except UserError as err:
-            raise UserError(f"--validation_every {config.validation_every}: {err}") from None
+    validation = held_out_data(config, phase)  # seq_length -> held-out PretrainingData, built when needed
     run_record = record(config)
     if info.is_main:  # the run's record once everything that can refuse it has passed
         write_json_atomic(out / "run_args.json", {**run_record, "world_size": info.world_size})
@@ -81,17 +75,9 @@ def train(config: PretrainConfig, info: DistInfo) -> None:
 
     # ---- the loop: the phases' steps (--long_after switches length and batch once)
     try:
-        if trainer.step == 0 and 0 in kept:
-            save(
-                writer,
-                trainer,
-                phase,
-                info,
-                run_record,
-                kept,
-                0,
-                resumable=config.dense_checkpoints == "full",
-            )
+        if trainer.step == 0 and 0 in kept:  # the initialisation
+            full = config.dense_checkpoints == "full"
+            save(writer, trainer, phase, info, run_record, kept, 0, resumable=full)
         for phase in all_phases:
             if trainer.step >= phase.end:
                 continue
@@ -113,6 +99,19 @@ def train(config: PretrainConfig, info: DistInfo) -> None:
             f"done at step {trainer.step}: checkpoints in {out / 'checkpoints'}, "
             f"tensorboard --logdir {out / 'tensorboard'}, metrics in {out / 'metrics.jsonl'}"
         )
+
+
+def held_out_data(config: PretrainConfig, phase) -> dict:
+    """{seq_length: the validation split's PretrainingData} for the first phase; a held-out split too
+    small for one batch (one document with NSP) is refused now, not at the first validation."""
+    if not config.validation_every:
+        return {}
+    try:
+        data = build_pretraining_data(config, phase.seq_length, "validation")
+        data.steps_per_epoch(phase.batch_size)
+    except UserError as err:
+        raise UserError(f"--validation_every {config.validation_every}: {err}") from None
+    return {phase.seq_length: data}
 
 
 def run_phase(trainer, data, phase, config, info, logger, writer, run_record, kept, validation) -> bool:

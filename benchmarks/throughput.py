@@ -148,7 +148,8 @@ def checkpoint_cost(runner, step_s: float, work: Path) -> dict:
     """What the EarlyBERTs schedule costs over 40k steps of step_s: the loop stalls in each
     CheckpointWriter.save (device->host copy), and waits in the next save for a write still running
     when fewer steps than a whole write lie between two checkpoints."""
-    from training.checkpoint import CheckpointWriter, parse_checkpoint_steps, rng_state
+    from training.checkpoint import CheckpointWriter, rng_state
+    from training.checkpoint_steps import parse_checkpoint_steps
 
     kept = parse_checkpoint_steps("earlyberts", EARLYBERTS_STEPS)
     writer = CheckpointWriter(work / "ckpt", keep_last=1)

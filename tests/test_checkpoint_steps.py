@@ -2,7 +2,7 @@
 
 import pytest
 
-from training.checkpoint import parse_checkpoint_steps
+from training.checkpoint_steps import parse_checkpoint_steps
 from utils.errors import UserError
 
 
