@@ -178,6 +178,24 @@ def test_stop_and_resume_is_bitwise_identical(straight, processed_corpus, tokeni
     assert same_weights(out / "checkpoints" / "step_20", straight / "checkpoints" / "step_20")
 
 
+def test_bert_exact_layout_trains_and_resumes_bitwise(processed_corpus, tokenizer_path, tmp_path):
+    """--instance_layout bert_exact (the reference's stored masks) through the training command: a run
+    stopped at step 4 and resumed equals the uninterrupted one, and the stored masks reach the loss."""
+    flags = dict(max_steps=8, save_every=2, instance_layout="bert_exact", static_masking=True)
+    train_pretrain.main(argv(processed_corpus, tokenizer_path, tmp_path / "straight", **flags))
+    train_pretrain.main(argv(processed_corpus, tokenizer_path, tmp_path / "split", stop_at_step=4, **flags))
+    train_pretrain.main(argv(processed_corpus, tokenizer_path, tmp_path / "split", **flags))
+    keys = ("step", "loss", "mlm_loss", "nsp_loss", "mlm_acc")
+    got, want = ([[m[k] for k in keys] for m in train_lines(tmp_path / d)] for d in ("split", "straight"))
+    assert got == want and len(want) == 8
+    assert same_weights(
+        tmp_path / "split" / "checkpoints" / "step_8", tmp_path / "straight" / "checkpoints" / "step_8"
+    )
+    other = tmp_path / "bert"  # the same seed with the bert layout: other instances, other losses
+    train_pretrain.main(argv(processed_corpus, tokenizer_path, other, **{**flags, "instance_layout": "bert"}))
+    assert [m["mlm_loss"] for m in train_lines(other)] != [row[2] for row in want]
+
+
 def test_kill_9_at_a_random_moment_then_resume(straight, processed_corpus, tokenizer_path, tmp_path):
     out = tmp_path / "killed"
     cmd = [
