@@ -120,8 +120,9 @@ class PretrainingData:
         if isinstance(masking, SpanMasking) and not max_predictions:
             self.max_predictions = seq_length  # its binomial counts are unbounded: slots for every case
         if nsp and self.corpus.n_documents < 2:
+            hint = " (preprocess with a larger --validation_fraction)" if split == "validation" else ""
             raise UserError(
-                f"{corpus_dir} ({split}) has {self.corpus.n_documents} document(s); NSP needs two"
+                f"{corpus_dir} ({split}) has {self.corpus.n_documents} document(s); NSP needs two{hint}"
             )
         tokenizer = self.corpus.tokenizer()
         special = np.zeros(self.corpus.vocab_size, dtype=bool)

@@ -127,7 +127,8 @@ def test_pretraining_refuses_bad_flags_and_accepts_the_corrected_run(world, tmp_
         assert not out.exists(), extra  # refused before anything was written
     # a held-out split of one document cannot be validated on (NSP): refused at start-up, not at step 2
     argv = pretrain_argv(world, out, "--validation_every", 2, "--input_path", world / "one_doc")
-    one_line_error(*cli(train_pretrain.main, argv, capsys), "--validation_every 2", "1 document(s)")
+    needles = ("--validation_every 2", "1 document(s)", "--validation_fraction")  # and what to do about it
+    one_line_error(*cli(train_pretrain.main, argv, capsys), *needles)
     assert not (out / "run_args.json").exists()
     code, err = cli(train_pretrain.main, pretrain_argv(world, out, "--validation_every", 2), capsys)
     assert code == 0, err  # the corrected command: not refused as "a different run"
