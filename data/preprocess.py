@@ -297,6 +297,8 @@ def main(argv=None):
     except UserError:
         if created:
             shutil.rmtree(out, ignore_errors=True)
+        elif not same_job and not args.shard:  # a failed --overwrite: the old corpus stays, alone
+            shutil.rmtree(out / "shards", ignore_errors=True)
         raise
     _report(out, meta, start)
 

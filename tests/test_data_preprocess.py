@@ -192,6 +192,19 @@ def test_cli_bad_input(tokenizer_path, fixture_books, tmp_path):
         "--overwrite",
     )
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    # a failed --overwrite of a finished corpus leaves that corpus whole, and nothing of the failed job
+    corpus = tmp_path / "corpus"
+    assert (
+        run(
+            "--input_path", fixture_books[2], "--vocab_path", tokenizer_path, "--output_dir", corpus
+        ).returncode
+        == 0
+    )
+    before = {p.name: p.read_bytes() for p in corpus.iterdir() if p.is_file()}
+    bad = run("--input_path", latin, "--vocab_path", tokenizer_path, "--output_dir", corpus, "--overwrite")
+    assert_one_line_error(bad, "book.txt", "UTF-8")
+    assert {p.name: p.read_bytes() for p in corpus.iterdir() if p.is_file()} == before
+    assert not (corpus / "shards").exists()
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.05, 0.5])
