@@ -56,13 +56,22 @@ def kept_alphabet(words: Counter, limit: int = LIMIT_ALPHABET) -> list[str]:
     return sorted(ranked[:limit])
 
 
-def continuing_symbols(alphabet: list[str]) -> dict[str, str]:
-    """Each kept character's continuing symbol: the private-use code points from U+F0000 up, skipping
-    any the corpus itself keeps (so a symbol can never be a real character of the alphabet), assigned
-    in the alphabet's code-point order. Any character, BMP or not, private-use or not, gets one."""
+def continuing_symbols(alphabet: list[str], words: Counter | None = None) -> dict[str, str]:
+    """Each kept character's continuing symbol: private-use code points from U+F0000 up, skipping any the
+    corpus itself keeps (a symbol is never a real character of the alphabet); any character, BMP or not,
+    private-use or not, gets one.
+
+    Their order is the trainer's tie-break between equally frequent merges. The "##" trainer numbers its
+    "##c" in the order it first meets them in randomly ordered words, so a "##c" in many distinct words
+    tends to come early: we number them by that count (most words first, then code point), which stays
+    as close to the trainer's vocabularies as they are to each other (code-point order alone does not).
+    """
+    in_words: Counter = Counter()
+    for word in words or ():
+        in_words.update(set(word[1:]))
     taken = set(alphabet)
     free = (chr(cp) for cp in range(CONTINUING_BASE, 0x110000) if chr(cp) not in taken)
-    return {c: next(free) for c in alphabet}
+    return {c: next(free) for c in sorted(alphabet, key=lambda c: (-in_words[c], ord(c)))}
 
 
 def _feed(words: Counter) -> Iterator[str]:
@@ -88,7 +97,7 @@ def train_wordpiece_vocab(
     limit_alphabet=1000) learns from these word counts, up to ties, deterministically."""
     alphabet = kept_alphabet(words)
     kept = set(alphabet)
-    cont = continuing_symbols(alphabet)
+    cont = continuing_symbols(alphabet, words)
     plain = {v: k for k, v in cont.items()}
     # The trainer drops characters outside its alphabet but still treats every character after the
     # word's first one as continuing (it tests the position in the original word), as we do here.
