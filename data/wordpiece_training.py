@@ -75,7 +75,8 @@ def continuing_symbols(alphabet: list[str], words: Counter | None = None) -> dic
 
 
 def _feed(words: Counter) -> Iterator[str]:
-    """Each distinct word `count` times, space-separated, in ~1 MB strings (the trainer splits at spaces)."""
+    """Each distinct word `count` times, space-separated, in ~1 MB strings: the trainer's only way in for
+    counts. Words hold no whitespace (the pre-tokeniser split there), so WhitespaceSplit gives them back."""
     parts, size = [], 0
     for word, count in sorted(words.items()):  # sorted: the feed itself is the same every run
         while count:
