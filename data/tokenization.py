@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from data.wordpiece_training import count_words, train_wordpiece_vocab
 from utils.errors import UserError
 from utils.files import write_text_atomic
 
@@ -118,18 +119,31 @@ def train_tokenizer(
     byte_level: bool = False,
     elc_tokens: bool = False,
 ) -> Tokenizer:
-    """Train WordPiece on an iterator of texts; special tokens get ids 0.. in SPECIAL_TOKENS order."""
+    """Train WordPiece on an iterator of texts; special tokens get ids 0.. in SPECIAL_TOKENS order.
+
+    BERT's "##" WordPiece is learned by data.wordpiece_training (tokenizers' trainer, made deterministic);
+    ELC-BERT's byte-level one by tokenizers' trainer itself, which is deterministic without a prefix."""
     if vocab_size < len(SPECIAL_TOKENS) + 2:
         raise UserError(f"--vocab_size {vocab_size} is too small")
-    prefix = "" if byte_level else "##"  # ELC-BERT's byte-level WordPiece marks word starts instead
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix=prefix))
-    _pipeline(tokenizer, lowercase, byte_level)
     special = SPECIAL_TOKENS + (ELC_EXTRA_TOKENS if elc_tokens else [])
+    if not byte_level:
+        pipeline = _pipeline(Tokenizer(models.WordPiece(unk_token="[UNK]")), lowercase, byte_level)
+        words = count_words(texts, pipeline)
+        vocab = train_wordpiece_vocab(words, vocab_size, min_frequency, special, prefix="##")
+        model = models.WordPiece(
+            {t: i for i, t in enumerate(vocab)}, unk_token="[UNK]", max_input_chars_per_word=100
+        )
+        tokenizer = _pipeline(Tokenizer(model), lowercase, byte_level)
+        tokenizer.add_special_tokens(special)
+        return _add_post_processor(_canonical_ids(tokenizer, special))
+    # ELC-BERT's byte-level WordPiece marks word starts instead of continuations: no prefix
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix=""))
+    _pipeline(tokenizer, lowercase, byte_level)
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
         special_tokens=special,
-        continuing_subword_prefix=prefix,
+        continuing_subword_prefix="",
         limit_alphabet=1000,
         show_progress=False,
     )
