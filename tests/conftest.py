@@ -60,8 +60,9 @@ def fixture_books(data_root) -> list[Path]:
 @pytest.fixture(scope="session")
 def tokenizer_path(tmp_path_factory) -> Path:
     """An uncased BERT WordPiece tokenizer, vocabulary 4096, trained on the fixture books by
-    data.tokenization.train_tokenizer (min_frequency 2) and kept in tests/fixtures: the trainer breaks ties
-    differently between processes, and the learning thresholds must see the same vocabulary every run."""
+    data.tokenization.train_tokenizer (min_frequency 2) and kept in tests/fixtures: the saved runs there
+    were trained with it (by the trainer of that day, which broke ties by chance; today's is deterministic),
+    and the learning thresholds were set on it."""
     from data.tokenization import load_tokenizer, save_tokenizer
 
     path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
