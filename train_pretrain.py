@@ -14,6 +14,7 @@ training/pretrain_args.py's PretrainConfig.
 import dataclasses
 from pathlib import Path
 
+from data.pretraining import resolve_layout
 from model.io import load_any
 from training.checkpoint import (
     CheckpointWriter,
@@ -255,8 +256,7 @@ def setup(config: PretrainConfig, info: DistInfo):
         param_groups=resolve_param_rule(config.param_groups, model_config.backbone),
         model_config=model_config.to_dict(),
     )
-    layout = config.instance_layout or ("bert" if config.nsp else "fixed_chunks")
-    dupe = config.dupe_factor if config.dupe_factor is not None else (10 if layout != "fixed_chunks" else 1)
+    layout, dupe = resolve_layout(config.instance_layout, config.nsp, config.dupe_factor)
     config = dataclasses.replace(config, instance_layout=layout, dupe_factor=dupe)
     if previous is not None and not config.allow_override:
         diffs = resume_differences(previous, config)

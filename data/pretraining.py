@@ -58,7 +58,14 @@ LAYOUT_STREAM, ORDER_STREAM, INSTANCE_STREAM = 0x1A70, 0x0DE5, 0x1E57
 PAIR_UNIFORMS = 6  # A/B split, IsNext coin, random document, its first sentence, front cuts of A and B
 PREDICTION_SLACK = 2  # extra [b,P] slots beyond ceil(seq_length * mask_p): shapes stay fixed
 LAYOUTS = ("bert", "bert_exact", "fixed_chunks")
-__all__ = ["LAYOUTS", "PretrainingData", "truncate_pair"]
+__all__ = ["LAYOUTS", "PretrainingData", "resolve_layout", "truncate_pair"]
+
+
+def resolve_layout(layout: str | None, nsp: bool, dupe_factor: int | None) -> tuple[str, int]:
+    """(layout, dupe_factor) a run uses: None takes the default, bert's create_pretraining_data with NSP and
+    its 10 copies (bert, bert_exact), fixed_chunks (one copy) without NSP. The run saves these values."""
+    layout = layout or ("bert" if nsp else "fixed_chunks")
+    return layout, (10 if layout != "fixed_chunks" else 1) if dupe_factor is None else dupe_factor
 
 
 class PretrainingData:
@@ -89,7 +96,7 @@ class PretrainingData:
             raise UserError(f"--short_p {short_p} must be in [0, 1]")
         if seq_length < 8:
             raise UserError(f"--seq_length {seq_length} is too short (at least 8)")
-        layout = layout or ("bert" if nsp else "fixed_chunks")
+        layout, dupe_factor = resolve_layout(layout, nsp, dupe_factor)
         if layout not in LAYOUTS:
             raise UserError(f"--instance_layout {layout!r} must be one of {', '.join(LAYOUTS)}")
         bert = layout != "fixed_chunks"  # bert or bert_exact
@@ -102,7 +109,6 @@ class PretrainingData:
                 "--instance_layout bert_exact stores the reference's masks: it needs --static_masking and "
                 "--masking subword or whole_word"
             )
-        dupe_factor = (10 if bert else 1) if dupe_factor is None else dupe_factor
         if dupe_factor < 1 or (layout == "fixed_chunks" and dupe_factor != 1):
             raise UserError(f"--dupe_factor {dupe_factor}: must be >= 1 with bert, 1 with fixed_chunks")
         self.corpus = ProcessedCorpus(corpus_dir, split)
