@@ -138,6 +138,12 @@ class FinetuneEval:
         self.data_dir = finetune_data_dir(args)
         if not self.data_dir.is_dir():
             raise UserError(f"--finetune_data_dir {self.data_dir}: no such folder")
+        from finetune.args import parse_args
+
+        try:  # train_finetune.py's own flag checks, before sweep.json records these settings
+            parse_args(self.command(Path("CKPT"), "VOCAB", Path("OUT"))[2:])
+        except UserError as err:
+            raise UserError(f"--finetune_* / --finetune_args: {err}") from None
 
     def command(self, ckpt: Path, vocab, output_dir: Path) -> list[str]:
         a = self.args

@@ -374,3 +374,8 @@ def test_sweep_finetune_equals_train_finetune_alone(suite, data_root, tmp_path):
     with pytest.raises(UserError, match="--finetune_data_dir .*: no such folder"):
         sweep.main(["--runs", str(run), "--evals", "finetune", "--output_dir", str(tmp_path / "t")]
                    + ["--finetune_data_dir", str(tmp_path / "nonexistent")])  # fmt: skip
+    # a flag train_finetune.py would refuse is refused before sweep.json fixes the settings
+    with pytest.raises(UserError, match="--finetune_args: unrecognized arguments: --bogus"):
+        sweep.main(["--runs", str(run), "--evals", "finetune", "--output_dir", str(tmp_path / "u")]
+                   + ["--finetune_data_dir", str(sst2), "--finetune_args", "--bogus 1"])  # fmt: skip
+    assert not (tmp_path / "u").exists()
